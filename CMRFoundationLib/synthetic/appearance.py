@@ -1,0 +1,121 @@
+"""How each tissue looks in each synthetic sequence, and the scanner's imperfections.
+
+Magnitude sequences (cine bSSFP, LGE, black-blood HASTE, localizer) get relative signal
+values, a smooth receive-coil bias and Rician noise; parametric maps (T1, T2) carry
+values in milliseconds with Gaussian fitting noise and no bias, as scanners deliver them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .phantom import Tissue
+
+T = Tissue
+
+
+@dataclass(frozen=True)
+class Sequence:
+    name: str
+    values: dict[Tissue, float]
+    is_map: bool
+    noise: float  # Rician sigma relative to blood (magnitude) or relative SD (maps)
+    scale: float = 1.0  # stored-value scale of magnitude images
+
+    def table(self, rng: np.random.Generator, jitter: float) -> np.ndarray:
+        """Signal of every tissue, with a per-patient jitter (so no two studies match)."""
+        table = np.zeros(len(Tissue), dtype=np.float32)
+        for tissue, value in self.values.items():
+            table[tissue] = value * (1 + rng.uniform(-jitter, jitter))
+        table[T.PAPILLARY] = table[T.LV_MYOCARDIUM]
+        return table
+
+
+def _blood(value: float) -> dict[Tissue, float]:
+    return {T.LV_BLOOD: value, T.RV_BLOOD: value, T.LA_BLOOD: value, T.RA_BLOOD: value, T.AORTA: value}
+
+
+SEQUENCES = {
+    # Bright blood, grey myocardium, bright fat, black lungs.
+    "bssfp": Sequence(
+        "bssfp",
+        {**_blood(1.0), T.LV_MYOCARDIUM: 0.27, T.RV_MYOCARDIUM: 0.27, T.INFARCT: 0.30, T.MVO: 0.27, T.FAT: 0.85,
+         T.LUNG: 0.04, T.LIVER: 0.30, T.MUSCLE: 0.24, T.BONE: 0.35, T.SOFT_TISSUE: 0.38},
+        is_map=False, noise=0.03, scale=1200,
+    ),
+    # Inversion time set to null normal myocardium: scar bright, MVO dark core.
+    "lge": Sequence(
+        "lge",
+        {**_blood(0.45), T.LV_MYOCARDIUM: 0.03, T.RV_MYOCARDIUM: 0.05, T.INFARCT: 1.0, T.MVO: 0.05, T.FAT: 0.55,
+         T.LUNG: 0.02, T.LIVER: 0.22, T.MUSCLE: 0.08, T.BONE: 0.30, T.SOFT_TISSUE: 0.25},
+        is_map=False, noise=0.035, scale=1500,
+    ),
+    # Native MOLLI T1 at 1.5 T, ms.
+    "t1_native": Sequence(
+        "t1_native",
+        {**_blood(1580), T.LV_MYOCARDIUM: 1000, T.RV_MYOCARDIUM: 1010, T.INFARCT: 1320, T.MVO: 1150, T.FAT: 280,
+         T.LUNG: 1200, T.LIVER: 580, T.MUSCLE: 1010, T.BONE: 600, T.SOFT_TISSUE: 1100},
+        is_map=True, noise=0.03,
+    ),
+    # Post-contrast T1 (about 15 min after gadolinium), ms.
+    "t1_post": Sequence(
+        "t1_post",
+        {**_blood(300), T.LV_MYOCARDIUM: 470, T.RV_MYOCARDIUM: 460, T.INFARCT: 290, T.MVO: 520, T.FAT: 240,
+         T.LUNG: 400, T.LIVER: 360, T.MUSCLE: 600, T.BONE: 350, T.SOFT_TISSUE: 450},
+        is_map=True, noise=0.03,
+    ),
+    # T2 map, ms.
+    "t2": Sequence(
+        "t2",
+        {**_blood(190), T.LV_MYOCARDIUM: 50, T.RV_MYOCARDIUM: 50, T.INFARCT: 62, T.MVO: 45, T.FAT: 70,
+         T.LUNG: 40, T.LIVER: 33, T.MUSCLE: 35, T.BONE: 45, T.SOFT_TISSUE: 60},
+        is_map=True, noise=0.03,
+    ),
+    # Black-blood single-shot turbo spin echo: dark blood, grey muscle, bright fat.
+    "haste": Sequence(
+        "haste",
+        {**_blood(0.02), T.LV_MYOCARDIUM: 0.42, T.RV_MYOCARDIUM: 0.42, T.INFARCT: 0.50, T.MVO: 0.45, T.FAT: 0.95,
+         T.LUNG: 0.03, T.LIVER: 0.40, T.MUSCLE: 0.34, T.BONE: 0.50, T.SOFT_TISSUE: 0.52},
+        is_map=False, noise=0.03, scale=1000,
+    ),
+}
+
+
+class CoilBias:
+    """A smooth multiplicative receive field from anterior and posterior coil elements.
+
+    Defined in patient coordinates, so every series of a study shares it.
+    """
+
+    def __init__(self, rng: np.random.Generator, centre_lps: np.ndarray, body_half_depth: float):
+        elements = []
+        for y in (-body_half_depth - 20, body_half_depth + 20):
+            for x in (-90, 0, 90):
+                jitter = rng.normal(0, 15, 3)
+                elements.append(np.array([centre_lps[0] + x, y, centre_lps[2]]) + jitter)
+        self.elements = np.array(elements)
+        self.gains = rng.uniform(0.7, 1.3, len(elements))
+        self.width = rng.uniform(140, 200)
+        self._norm = 1.0 / float(self._raw(np.asarray(centre_lps, dtype=float)[None])[0])
+
+    def _raw(self, points: np.ndarray) -> np.ndarray:
+        d2 = ((points[..., None, :] - self.elements) ** 2).sum(-1)
+        return 0.25 + (self.gains * np.exp(-d2 / (2 * self.width**2))).sum(-1)
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return self._raw(points) * self._norm
+
+
+def add_rician_noise(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the signal plus complex Gaussian noise, as an MR magnitude image is."""
+    real = signal + rng.normal(0, sigma, signal.shape)
+    imag = rng.normal(0, sigma, signal.shape)
+    return np.hypot(real, imag).astype(np.float32)
+
+
+def add_map_noise(values: np.ndarray, relative_sd: float, rng: np.random.Generator) -> np.ndarray:
+    """Fitting noise of a parametric map; air (no signal) stays zero as scanners mask it."""
+    noisy = values * (1 + rng.normal(0, relative_sd, values.shape))
+    return np.where(values > 0, np.clip(noisy, 0, None), 0).astype(np.float32)
