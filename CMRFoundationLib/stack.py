@@ -76,6 +76,9 @@ class ImageStack:
     # SOP Instance UID of each (slice, frame) image, for DICOM SEG/SR references.
     sop_instance_uids: list[list[str]] | None = None
     warnings: list[str] = field(default_factory=list)
+    # A reader that knows the study's long axis labels the plane better than the normal
+    # alone can (see orientation_label); None means "from the normal".
+    orientation_in_study: str | None = None
 
     def __post_init__(self) -> None:
         self.pixels = np.asarray(self.pixels)
@@ -137,7 +140,7 @@ class ImageStack:
 
     @property
     def orientation(self) -> str:
-        return orientation_label(self.normal)
+        return self.orientation_in_study or orientation_label(self.normal)
 
     def frame(self, t: int) -> np.ndarray:
         """The [slices, rows, cols] volume of frame t."""

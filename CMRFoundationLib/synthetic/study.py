@@ -178,8 +178,8 @@ def _stack_centres(stack: StackPlan) -> np.ndarray:
 def _study_info(params: PhantomParameters, seed: int) -> SeriesInfo:
     extra = params.extra
     return SeriesInfo(
-        study_uid=generate_uid(entropy_srcs=["cmrfm-synthetic-study", str(seed)]),
-        frame_of_reference_uid=generate_uid(entropy_srcs=["cmrfm-synthetic-for", str(seed)]),
+        study_uid=generate_uid(entropy_srcs=[f"cmrfm-synthetic-study-{seed}"]),
+        frame_of_reference_uid=generate_uid(entropy_srcs=[f"cmrfm-synthetic-for-{seed}"]),
         study_date=f"2026{1 + seed % 12:02d}{1 + seed % 28:02d}",
         study_time="093000",
         study_description="Cardiac MR (synthetic)",
@@ -222,7 +222,7 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
             progress(f"series {plan.number} {plan.description}")
         seq = SEQUENCES[plan.sequence]
         folder = out / "DICOM" / f"S{plan.number:03d}_{plan.name}"
-        series_uid = generate_uid(entropy_srcs=["cmrfm-synthetic-series", str(seed), str(plan.number)])
+        series_uid = generate_uid(entropy_srcs=[f"cmrfm-synthetic-series-{seed}-{plan.number}"])
         stacks_truth = []
         for s_index, stack in enumerate(plan.stacks):
             signal, labels = render_stack(phantom, stack, plan.thickness, plan.phases, tables[plan.sequence])
