@@ -108,6 +108,17 @@ def write_mr_series(
             instance_number=1,
         )
         multiframe.SeriesDescription = info.series_description  # highdicom appends "(enhanced conversion)"
+        # highdicom stamps the conversion with the current time; use the series' own date
+        # and time instead so that the same input always gives the same file.
+        multiframe.InstanceCreationDate = series.StudyDate
+        multiframe.InstanceCreationTime = series.StudyTime
+        for item in multiframe.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:
+                item.ContributionDateTime = series.StudyDate + series.StudyTime
+        # Likewise its random Dimension Organization UID.
+        dimension_uid = uid("dimension-organization", series_uid)
+        for item in [*multiframe.get("DimensionOrganizationSequence", []), *multiframe.get("DimensionIndexSequence", [])]:
+            item.DimensionOrganizationUID = dimension_uid
         multiframe.save_as(os.path.join(out_dir, f"{file_prefix}00001.dcm"))
         uids = [[sop_uid] * n_frames for _ in range(n_slices)]
     return uids

@@ -1,5 +1,6 @@
 """The synthetic study round-trips through the reader, and its ground truth is right."""
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 from CMRFoundationLib.dicom import index_study, read_study
 from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters
-from CMRFoundationLib.synthetic.study import load_label_map
+from CMRFoundationLib.synthetic.study import load_label_map, make_sample_study
 
 MYOCARDIUM, LV_BLOOD, RV_BLOOD, INFARCT = 2, 1, 3, 8
 
@@ -186,9 +187,18 @@ def test_phantom_pathologies(pathology):
         assert ed_volumes["infarct"] == 0
 
 
-def test_same_seed_same_parameters_and_different_seeds_differ():
-    assert sample_parameters(5) == sample_parameters(5)
-    assert sample_parameters(5) != sample_parameters(6)
+def test_same_seed_gives_identical_files(tmp_path):
+    def digest(root):
+        h = hashlib.sha256()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(path.relative_to(root).as_posix().encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()
+
+    for name in ("a", "b"):
+        make_sample_study(tmp_path / name, seed=3, frames=2)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert sample_parameters(3) != sample_parameters(4)
 
 
 def test_cmrfm_index_and_make_sample_study_commands(sample_study, tmp_path):
