@@ -153,14 +153,12 @@ def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phas
     m = stack.ijk_to_lps
     normal = np.cross(m[:3, 0], m[:3, 1])
     normal /= np.linalg.norm(normal)
-    jj, ii = np.mgrid[0 : stack.rows, 0 : stack.cols]
     offsets = np.array([[di, dj, dn] for di in (-0.25, 0.25) for dj in (-0.25, 0.25) for dn in (-1 / 3, 0, 1 / 3)])
     offsets_lps = offsets[:, :1] * m[:3, 0] + offsets[:, 1:2] * m[:3, 1] + offsets[:, 2:] * normal * thickness
     shape = (stack.slices, len(phases), stack.rows, stack.cols)
     signal = np.empty(shape, np.float32)
     labels = np.empty(shape, np.uint8)
-    for k in range(stack.slices):
-        centres = np.stack([ii, jj, np.full_like(ii, k)], -1) @ m[:3, :3].T + m[:3, 3]
+    for k, centres in enumerate(_stack_centres(stack)):
         samples = centres[:, :, None, :] + offsets_lps
         chest_samples, chest_centres = phantom.chest_tissue(samples), phantom.chest_tissue(centres)
         for f, phase in enumerate(phases):
@@ -280,6 +278,8 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
             }
         )
 
+    if progress:
+        progress("ground truth measurements")
     truth = _measurements(phantom, plans, frames, tables)
     truth.update(
         {
