@@ -97,11 +97,6 @@ class ImageStack:
     def n_frames(self) -> int:
         return self.pixels.shape[1]
 
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        """(rows, cols)."""
-        return self.pixels.shape[2], self.pixels.shape[3]
-
     # --- geometry ------------------------------------------------------------------
     @property
     def spacing(self) -> np.ndarray:
@@ -141,10 +136,6 @@ class ImageStack:
     @property
     def orientation(self) -> str:
         return self.orientation_in_study or orientation_label(self.normal)
-
-    def frame(self, t: int) -> np.ndarray:
-        """The [slices, rows, cols] volume of frame t."""
-        return self.pixels[:, t]
 
     def describe(self) -> str:
         s, f, r, c = self.pixels.shape

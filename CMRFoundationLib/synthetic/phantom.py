@@ -302,7 +302,7 @@ class HeartPhantom:
         angle = np.radians(55)
         self.aortic_valve_xy = 0.55 * mean_r * np.array([np.cos(angle), np.sin(angle)])
         self.aorta_radius = 11.0 + 0.08 * mean_r
-        self._aorta_curve = self._build_aorta_curve()
+        self.aorta_curve = self._build_aorta_curve()  # LPS centre line, static part
 
     # --- shape primitives ----------------------------------------------------------
     def _wall_thickness(self, theta: np.ndarray) -> np.ndarray:
@@ -530,7 +530,7 @@ class HeartPhantom:
         for side in (-1, 1):
             out[((x - side * 30) / 22) ** 2 + ((y - spine_y - 18) / 16) ** 2 <= 1] = Tissue.MUSCLE
         out[(x / 14) ** 2 + ((y + b - fat - 8) / 6) ** 2 <= 1] = Tissue.BONE  # sternum
-        curve = self._aorta_curve
+        curve = self.aorta_curve
         out[self._inside_tube(pts, curve, self._aorta_radius_along(len(curve)))] = Tissue.AORTA
         return out.reshape(np.shape(points_lps)[:-1])
 
@@ -559,7 +559,7 @@ class HeartPhantom:
         t[self._rv_blood(qn, s, extra=self.params.rv_wall_mm) & ~lv_epi] = Tissue.RV_MYOCARDIUM
         t[self._rv_blood(qn, s) & ~lv_epi] = Tissue.RV_BLOOD
         # The aortic root follows the base plane; the rest of the aorta is in the chest.
-        valve = self.to_heart(self._aorta_curve[:1])[0]
+        valve = self.to_heart(self.aorta_curve[:1])[0]
         root = np.array([[*self.aortic_valve_xy, s.base_z - 3], valve])
         t[self._inside_tube(qn, root, np.full(2, self.aorta_radius))] = Tissue.AORTA
         cavity = self._inside_lv_cavity(qn, s)

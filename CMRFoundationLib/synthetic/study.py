@@ -90,7 +90,7 @@ def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) ->
     lax_centre = O + 0.1 * c * Z
     aortic = phantom.axes[:2].T @ (phantom.aortic_valve_xy / np.linalg.norm(phantom.aortic_valve_xy))
     four_ch_centre = lax_centre + Y * phantom.la_centre_xy[1] * 0.5
-    curve = phantom._aorta_curve
+    curve = phantom.aorta_curve
     a, b, d = curve[0] + 0.5 * (curve[1] - curve[0]), curve[len(curve) // 2 - 2], curve[-5]
     aorta_normal = np.cross(b - a, d - a)
     aorta_normal /= np.linalg.norm(aorta_normal)
