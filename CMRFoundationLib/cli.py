@@ -3,6 +3,7 @@
     cmrfm example                      generate the built-in sample study and show what was read
     cmrfm index STUDY [--json]         what a study folder (or NIfTI/NRRD file) contains
     cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N]
+    cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
 """
 
 from __future__ import annotations
@@ -78,6 +79,60 @@ def cmd_example(args: argparse.Namespace) -> int:
     return cmd_index(argparse.Namespace(study=out / "DICOM", json=False))
 
 
+def _stack_name(stack, index: int, input_path: Path) -> str:
+    number = stack.info.series_number
+    if number is None:
+        return f"{input_path.name.split('.')[0]}_{index}"
+    return f"S{number:03d}_{index}"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One task on every stack of the input; label maps as volumes, the rest as JSON."""
+    from .inference import TaskPredictor
+    from .tasks import SEGMENTATION, get_task
+    from .volume_io import read_any, write_volume
+    from .weights import WeightsError
+
+    try:
+        task = get_task(args.task)
+        predictor = TaskPredictor.load(task, args.weights, args.device, args.batch_size)
+    except (KeyError, ValueError, FileNotFoundError, WeightsError) as error:
+        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
+        return 2
+    input_path, out = Path(args.input), Path(args.output)
+    stacks, problems = read_any(input_path)
+    for problem in problems:
+        print(f"warning: {problem.path}: {problem.reason}", file=sys.stderr)
+    if args.series is not None:
+        stacks = [s for s in stacks if s.info.series_number == args.series]
+    if not stacks:
+        print(f"error: {input_path}: no image stack to run {task.name} on"
+              + (f" in series {args.series}" if args.series is not None else ""), file=sys.stderr)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    results, failed = [], 0
+    for index, stack in enumerate(stacks):
+        name = _stack_name(stack, index, input_path)
+        try:
+            prediction = predictor.predict_stack(stack)
+        except ValueError as error:  # e.g. a single-frame stack for a cine task
+            print(f"warning: {name}: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        summary = prediction.to_dict()
+        if task.kind == SEGMENTATION:
+            label_file = out / f"{name}_{task.name}.nii.gz"
+            write_volume(prediction.labels, stack.ijk_to_lps, label_file)
+            summary["label_file"] = label_file.name
+        results.append(summary)
+        print(f"{name}: {stack.describe()} -> " + (summary.get("label_file") or summary.get("class") or "landmarks"))
+    report = {"task": task.name, "input": str(input_path), "labels": list(task.labels),
+              "weights": predictor.manifest.get("files"), "stacks": results}
+    (out / f"{task.name}.json").write_text(json.dumps(report, indent=1))
+    print(f"Wrote {out / (task.name + '.json')}")
+    return 0 if results else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmrfm", description="CMRFoundation: cardiac MR foundation model tools")
     parser.add_argument("--version", action="version", version=f"cmrfm {__version__}")
@@ -98,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pathology", choices=["NOR", "DCM", "HCM", "MINF", "RV"], help="disease pattern (default: random for the seed)")
     p.add_argument("--frames", type=int, default=25, help="cine frames per cardiac cycle (default 25)")
     p.set_defaults(func=cmd_make_sample_study)
+
+    p = sub.add_parser("predict", help="run one task's model on a DICOM folder, NIfTI or NRRD file")
+    p.add_argument("task", help="task name (see CMRFoundationLib/tasks.py), e.g. seg_sax_cine")
+    p.add_argument("input", help="DICOM folder, DICOM file, NIfTI or NRRD file")
+    p.add_argument("output", help="output folder: label maps (.nii.gz, input geometry) and TASK.json")
+    p.add_argument("--weights", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
+    p.add_argument("--series", type=int, help="only this series number")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

@@ -1,0 +1,65 @@
+"""Evaluation metrics: Dice and HD95 per class, accuracy per class, landmark error in mm."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def dice_per_class(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> np.ndarray:
+    """Dice of classes 1..n-1; NaN where a class is absent from both (it says nothing then)."""
+    scores = np.full(n_classes - 1, np.nan)
+    for c in range(1, n_classes):
+        p, t = predicted == c, truth == c
+        total = p.sum() + t.sum()
+        if total:
+            scores[c - 1] = 2.0 * np.logical_and(p, t).sum() / total
+    return scores
+
+
+def hd95_per_class(predicted: np.ndarray, truth: np.ndarray, n_classes: int, spacing: tuple[float, ...]) -> np.ndarray:
+    """95th-percentile Hausdorff distance (mm) of classes 1..n-1 on a 2D or 3D grid.
+
+    NaN where either side lacks the class (the distance is undefined, not zero).
+    """
+    from monai.metrics import compute_hausdorff_distance
+
+    scores = np.full(n_classes - 1, np.nan)
+    for c in range(1, n_classes):
+        p, t = predicted == c, truth == c
+        if p.any() and t.any():
+            value = compute_hausdorff_distance(
+                p[None, None].astype(np.float32), t[None, None].astype(np.float32), percentile=95, spacing=list(spacing)
+            )
+            scores[c - 1] = float(value.reshape(-1)[0])
+    return scores
+
+
+def classification_summary(predicted: np.ndarray, truth: np.ndarray, labels: tuple[str, ...]) -> dict:
+    """Overall and per-class accuracy (= recall of each class) and the confusion matrix."""
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, (truth, predicted), 1)
+    per_class = {
+        name: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None) for i, name in enumerate(labels)
+    }
+    return {
+        "n": int(len(truth)),
+        "accuracy": float((predicted == truth).mean()) if len(truth) else None,
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+    }
+
+
+def landmark_errors_mm(predicted: np.ndarray, truth: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
+    """Euclidean error per point in mm for (row, col) pixel points [..., K, 2]; NaN where truth is absent."""
+    delta = (np.asarray(predicted, float) - np.asarray(truth, float)) * np.asarray(spacing, float)
+    return np.sqrt((delta**2).sum(axis=-1))
+
+
+def summarize_values(values: np.ndarray) -> dict:
+    """Mean, SD, median and count of the finite values."""
+    finite = np.asarray(values, float)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return {"n": 0, "mean": None, "sd": None, "median": None}
+    return {"n": int(finite.size), "mean": float(finite.mean()), "sd": float(finite.std()), "median": float(np.median(finite))}
