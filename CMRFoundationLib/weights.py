@@ -307,6 +307,12 @@ def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, me
     _atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``, so a
     reader never sees a half-written file."""
@@ -314,6 +320,8 @@ def _atomic_write(path: Path, write) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         write(temp)
+        # Some writers (safetensors) create private files; give the usual rw-r--r-- (minus umask).
+        os.chmod(temp, 0o666 & ~_current_umask())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

@@ -201,6 +201,20 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def train_step(model: torch.nn.Module, batch: dict, loss_fn, optimizer, device: torch.device,
+               use_amp: bool = False) -> float:
+    """One optimisation step on a batch; returns its loss."""
+    image, target = batch["image"].to(device), batch["target"].to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+        output = model(image)
+    loss = loss_fn(output.float(), target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+    optimizer.step()
+    return float(loss)
+
+
 @torch.no_grad()
 def validate(model: torch.nn.Module, loader: DataLoader, task: TaskSpec, loss_fn, device: torch.device,
              spacing_mm: float) -> dict:
@@ -296,15 +310,7 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
             factor = _lr_factor(step, total, warmup)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
-            image, target = batch["image"].to(device), batch["target"].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                output = train_model(image)
-            loss = loss_fn(output.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
-            optimizer.step()
-            running.append(float(loss))
+            running.append(train_step(train_model, batch, loss_fn, optimizer, device, use_amp))
             step += 1
             if step >= total:
                 break
