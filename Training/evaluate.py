@@ -27,18 +27,20 @@ from CMRFoundationLib.inference import ImagePredictions, TaskPredictor  # noqa: 
 from CMRFoundationLib.tasks import get_task  # noqa: E402
 from CMRFoundationLib.weights import record_evaluation  # noqa: E402
 
-# myopari's models and the data each was trained for.
-MYOPARI_MODELS = {("seg_sax_cine", "acdc"): "acdc", ("seg_lge", "emidec"): "emidec"}
+# myopari's models and the data each was trained for, with the slice orientation that
+# matches its training data: the EMIDEC repack in ../shared is stored transposed
+# relative to ACDC (checked against myopari's own code, see baselines/myopari.py).
+MYOPARI_MODELS = {("seg_sax_cine", "acdc"): ("acdc", True), ("seg_lge", "emidec"): ("emidec", False)}
 
 
 class MyopariPredictor:
     """myopari's ONNX model behind the predict_images interface."""
 
-    def __init__(self, task_name: str, model: str) -> None:
+    def __init__(self, task_name: str, model: str, transpose: bool) -> None:
         from cmrtrain.baselines.myopari import MyopariSegmenter
 
         self.task_name = task_name
-        self.segmenter = MyopariSegmenter(model)
+        self.segmenter = MyopariSegmenter(model, transpose=transpose)
 
     def predict_images(self, images: np.ndarray, spacing) -> ImagePredictions:
         return ImagePredictions(self.task_name, labels=self.segmenter.segment_for_task(images[:, 0], self.task_name))
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
             continue
         per_method = dict(methods)
         if args.myopari and (task.name, source) in MYOPARI_MODELS:
-            per_method["myopari (ONNX)"] = MyopariPredictor(task.name, MYOPARI_MODELS[task.name, source])
+            per_method["myopari (ONNX)"] = MyopariPredictor(task.name, *MYOPARI_MODELS[task.name, source])
         results[source] = {}
         for name, predictor in per_method.items():
             start = time.perf_counter()

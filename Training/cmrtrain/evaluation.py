@@ -25,11 +25,12 @@ from .metrics import classification_summary, hd95_per_class, landmark_errors_mm,
 
 
 def _batches(samples: list[Sample], batch_size: int):
-    """Consecutive samples sharing shape and spacing, so one pre-processing grid serves a batch."""
+    """Consecutive samples of one case sharing shape and spacing: one pre-processing grid
+    serves a batch, and per-volume methods (myopari normalises a whole stack) see one case."""
     batch: list[Sample] = []
     for sample in samples:
         if batch and (len(batch) == batch_size or sample.image.shape != batch[0].image.shape
-                      or sample.spacing != batch[0].spacing):
+                      or sample.spacing != batch[0].spacing or sample.case != batch[0].case):
             yield batch
             batch = []
         batch.append(sample)

@@ -1,0 +1,1 @@
+"""Published models we compare against (loaded from their own files, never retrained here)."""
