@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -294,6 +293,13 @@ class LabelFolderWriter:
         stray = [name for name, value in given.items() if value is not None and name != needed]
         if stray:
             raise ValueError(f"case {case_id!r}: {', '.join(stray)} does not apply to {self.task.kind} task {self.task.name}")
+        reserved = (set(meta) & _KNOWN_KEYS) - {"study_uid", "series_uid", "source"}
+        if reserved:
+            raise ValueError(f"case {case_id!r}: {', '.join(sorted(reserved))} cannot be given as metadata")
+        try:
+            json.dumps(meta)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"case {case_id!r}: metadata must be JSON-serialisable ({exc})") from None
         entry: dict[str, Any] = {}
         if self.task.kind == SEGMENTATION:
             entry["label"] = self._checked_label(label, pixels.shape, case_id)
@@ -382,14 +388,12 @@ class LabelFolderWriter:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": self.task.name,
                 "labels": list(self.task.labels), "cases": [c.to_json() for c in cases]}
         text = json.dumps(data, indent=1) + "\n"
-        handle, temp = tempfile.mkstemp(prefix=".dataset-", suffix=".json", dir=self.folder)
+        temp = self.folder / f".partial-{os.getpid()}-{DATASET_FILE}"
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            os.replace(temp, self.folder / DATASET_FILE)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+            temp.write_text(text, encoding="utf-8")
+            os.replace(temp, self.folder / DATASET_FILE)  # readers see the old or the new file, never half of one
+        finally:
+            temp.unlink(missing_ok=True)
 
 
 def _image_parts(image: ImageStack | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:

@@ -31,7 +31,7 @@ def parse_args(argv=None) -> FinetuneConfig:
     parser.add_argument("--lora-rank", type=int)
     parser.add_argument("--sources", nargs="+", help="acdc emidec synthetic (default: per task)")
     parser.add_argument("--shared-root", help="folder with acdc/ and emidec/ (default ../shared/data)")
-    parser.add_argument("--synthetic-root", help="folder of synthetic studies (generated there if missing)")
+    parser.add_argument("--synthetic-root", help="folder of synthetic studies (build it with: cd Training && python -m cmrtrain.data.build_synthetic ROOT --count N)")
     parser.add_argument("--label-folder", action="append", dest="label_folders", help="label folder exported from Slicer (repeatable)")
     parser.add_argument("--few-shot", type=int, help="N labelled samples per class (N cases for segmentation/landmarks)")
     parser.add_argument("--epochs", type=int)

@@ -149,12 +149,7 @@ class ViTEncoder(nn.Module):
         return self.config.patch_size
 
     def _position_embedding(self, rows: int, cols: int) -> torch.Tensor:
-        side = int(math.sqrt(self.pos_embed.shape[1] - 1))
-        if rows == side and cols == side:
-            return self.pos_embed
-        grid = self.pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
-        return torch.cat([self.pos_embed[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
+        return resize_position_embedding(self.pos_embed, rows, cols)
 
     def forward(self, x: torch.Tensor) -> EncoderOutput:
         b, _, h, w = x.shape
@@ -169,6 +164,16 @@ class ViTEncoder(nn.Module):
             x = block(x)
             outputs.append(self.norm(x))
         return EncoderOutput(outputs, (h // p, w // p))
+
+
+def resize_position_embedding(pos_embed: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """A [1, 1 + side*side, dim] class + square-grid embedding resized to rows x cols patches."""
+    side = int(math.sqrt(pos_embed.shape[1] - 1))
+    if rows == side and cols == side:
+        return pos_embed
+    grid = pos_embed[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    grid = F.interpolate(grid, size=(rows, cols), mode="bicubic", align_corners=False)
+    return torch.cat([pos_embed[:, :1], grid.flatten(2).transpose(1, 2)], dim=1)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -24,6 +24,7 @@ from torch.utils.data.distributed import DistributedSampler
 from CMRFoundationLib.models import architecture_of, build_model, set_trainable
 from CMRFoundationLib.models.heads import heatmap_peaks
 from CMRFoundationLib.models.lora import merge_lora
+from CMRFoundationLib.models.vit import resize_position_embedding
 from CMRFoundationLib.preprocess import PreprocessConfig, preprocess
 from CMRFoundationLib.tasks import CLASSIFICATION, LANDMARKS, SEGMENTATION, TaskSpec, get_task
 from CMRFoundationLib.weights import save_task_weights
@@ -61,6 +62,8 @@ class FinetuneConfig:
     synthetic_root: str | None = None
     label_folders: list[str] = field(default_factory=list)
     few_shot: int | None = None  # N labelled samples per class (cases for dense tasks)
+    train_split: str = "train"  # "all" trains on every sample (e.g. a final model)
+    val_split: str | None = "val"  # None: no validation, the last state is kept
     epochs: int = 50
     max_steps: int | None = None  # stop early (smoke runs, tests)
     batch_size: int = 16
@@ -174,6 +177,10 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
 
     state = load_file(str(path))
     encoder_state = model.encoder.state_dict()
+    # Pretraining may have used another image size: resize the position grid to ours.
+    if "pos_embed" in state and state["pos_embed"].shape != encoder_state["pos_embed"].shape:
+        side = int(math.sqrt(encoder_state["pos_embed"].shape[1] - 1))
+        state["pos_embed"] = resize_position_embedding(state["pos_embed"], side, side)
     mismatched = [k for k, v in state.items() if k in encoder_state and encoder_state[k].shape != v.shape]
     if mismatched:
         raise ValueError(f"{path}: encoder weights do not fit the {model.encoder.config} encoder ({', '.join(mismatched[:3])} differ)")
@@ -212,7 +219,7 @@ def train_step(model: torch.nn.Module, batch: dict, loss_fn, optimizer, device: 
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 @torch.no_grad()
@@ -258,12 +265,13 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
 
-    train_samples = load_samples(config, task, "train")
+    train_samples = load_samples(config, task, config.train_split)
     if config.few_shot:
         train_samples = few_shot_subset(train_samples, task, config.few_shot, config.seed)
-    val_samples = load_samples(config, task, "val")
+    val_samples = load_samples(config, task, config.val_split) if config.val_split else []
     if not train_samples:
-        raise ValueError(f"task {task.name}: no training samples from sources {config.sources or DEFAULT_SOURCES[task.name]}")
+        raise ValueError(f"task {task.name}: no {config.train_split!r} samples from sources "
+                         f"{config.sources or DEFAULT_SOURCES[task.name]}")
     log(f"{task.name}: train {summarize(train_samples)}; val {summarize(val_samples)}")
 
     model = build_model(task, config.encoder, image_size=config.size)

@@ -1,0 +1,1 @@
+"""Training, evaluation and data preparation for the CMRFoundation models (run on a GPU machine)."""
