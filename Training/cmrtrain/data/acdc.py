@@ -33,7 +33,7 @@ import numpy as np
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TaskSpec
 
 from .rv_insertion import rv_insertion_points
-from .sample import Sample, as_task, remap_labels, repeat3, require_task
+from .sample import Sample, as_task, load_image_label_npz, remap_labels, repeat3, require_task
 
 ACDC_TASKS = ("seg_sax_cine", "rv_insertion", "image_type", "cine_view", "disease")
 PHASES = ("ED", "ES")
@@ -59,15 +59,7 @@ def acdc_patients(root: str | os.PathLike) -> dict[str, str]:
 
 def load_acdc_phase(root: str | os.PathLike, patient: str, phase: str) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 [S, H, W], label uint8 [S, H, W]) of one patient at ED or ES."""
-    path = Path(root) / f"{patient}_{phase}.npz"
-    try:
-        with np.load(path) as data:
-            image, label = data["image"].astype(np.float32), data["label"].astype(np.uint8)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read ACDC volume ({exc})") from exc
-    if image.shape != label.shape or image.ndim != 3:
-        raise ValueError(f"{path}: image {image.shape} and label {label.shape} must both be [slices, H, W]")
-    return image, label
+    return load_image_label_npz(Path(root) / f"{patient}_{phase}.npz", "ACDC volume")
 
 
 def acdc_samples(

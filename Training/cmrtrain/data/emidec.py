@@ -27,7 +27,16 @@ import numpy as np
 
 from CMRFoundationLib.tasks import IMAGE_TYPES, TaskSpec
 
-from .sample import Sample, as_task, base_to_apex, lge_levels, remap_labels, repeat3, require_task
+from .sample import (
+    Sample,
+    as_task,
+    base_to_apex,
+    lge_levels,
+    load_image_label_npz,
+    remap_labels,
+    repeat3,
+    require_task,
+)
 
 EMIDEC_TASKS = ("seg_lge", "lge_presence", "image_type")
 
@@ -47,15 +56,7 @@ def emidec_cases(root: str | os.PathLike) -> dict[str, bool]:
 
 def load_emidec_case(root: str | os.PathLike, case: str) -> tuple[np.ndarray, np.ndarray]:
     """(image float32 [S, H, W], label uint8 [S, H, W]) of one case."""
-    path = Path(root) / f"{case}.npz"
-    try:
-        with np.load(path) as data:
-            image, label = data["image"].astype(np.float32), data["label"].astype(np.uint8)
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read EMIDEC case ({exc})") from exc
-    if image.shape != label.shape or image.ndim != 3:
-        raise ValueError(f"{path}: image {image.shape} and label {label.shape} must both be [slices, H, W]")
-    return image, label
+    return load_image_label_npz(Path(root) / f"{case}.npz", "EMIDEC case")
 
 
 def emidec_samples(

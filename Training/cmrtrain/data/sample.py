@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +25,18 @@ class Sample:
     target: np.ndarray | int
     case: str  # patient / case id: splits are made per case
     source: str  # "acdc" | "emidec" | "synthetic" | "labels:<folder name>"
+
+
+def load_image_label_npz(path: str | os.PathLike, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(image float32 [S, H, W], label uint8 [S, H, W]) from a repacked ``.npz`` of ../shared/data."""
+    try:
+        with np.load(path) as data:
+            image, label = data["image"].astype(np.float32), data["label"].astype(np.uint8)
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read {what} ({exc})") from exc
+    if image.shape != label.shape or image.ndim != 3:
+        raise ValueError(f"{path}: image {image.shape} and label {label.shape} must both be [slices, H, W]")
+    return image, label
 
 
 def as_task(task: TaskSpec | str) -> TaskSpec:
