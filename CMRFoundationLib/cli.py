@@ -76,7 +76,53 @@ def cmd_example(args: argparse.Namespace) -> int:
         status = cmd_make_sample_study(argparse.Namespace(out=out, seed=EXAMPLE_SEED, pathology=None, frames=25))
         if status:
             return status
-    return cmd_index(argparse.Namespace(study=out / "DICOM", json=False))
+    status = cmd_index(argparse.Namespace(study=out / "DICOM", json=False))
+    if status == 0:
+        status = _example_predictions(out, args.weights)
+    return status
+
+
+def _example_predictions(study: Path, weights: str | None) -> int:
+    """Classify every stack and segment the short-axis cine with the carried weights; show truth beside."""
+    from .dicom import read_study
+    from .inference import TaskPredictor
+    from .synthetic.study import load_truth
+    from .volume_io import write_volume
+    from .weights import WeightsError, available_tasks
+
+    try:
+        tasks = set(available_tasks(weights))
+    except (FileNotFoundError, ValueError) as error:
+        print(f"(no model weights, predictions skipped: {error})")
+        return 0
+    truth = {s["number"]: s for s in load_truth(study)["series"]}
+    stacks, _ = read_study(study / "DICOM")
+    predictors = {}
+    try:
+        for name in ("image_type", "cine_view", "seg_sax_cine"):
+            if name in tasks:
+                predictors[name] = TaskPredictor.load(name, weights)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\nModels on the example (prediction / truth):")
+    for stack in stacks:
+        number, cells = stack.info.series_number, []
+        series_truth = truth.get(number, {})
+        for name, key in (("image_type", "image_type"), ("cine_view", "view")):
+            if name in predictors and (name != "cine_view" or stack.n_frames > 1):
+                cells.append(f"{name} {predictors[name].predict_stack(stack).class_name} / {series_truth.get(key)}")
+        print(f"  series {number} {stack.orientation:10s} " + ", ".join(cells))
+    sax = next((s for s in stacks if truth.get(s.info.series_number, {}).get("view") == "sax" and s.n_frames > 1), None)
+    if "seg_sax_cine" in predictors and sax is not None:
+        prediction = predictors["seg_sax_cine"].predict_stack(sax)
+        target = study / "predictions" / f"S{sax.info.series_number:03d}_seg_sax_cine.nii.gz"
+        target.parent.mkdir(exist_ok=True)
+        write_volume(prediction.labels, sax.ijk_to_lps, target)
+        lv = prediction.to_dict()["volume_ml_per_frame"]["lv_blood_pool"]
+        print(f"  short-axis cine segmented -> {target}; LV blood pool {min(lv):.0f}-{max(lv):.0f} mL "
+              f"(truth EDV {load_truth(study)['lv']['edv_ml']:.0f} mL, ESV {load_truth(study)['lv']['esv_ml']:.0f} mL)")
+    return 0
 
 
 def _stack_name(stack, index: int, input_path: Path) -> str:
@@ -88,7 +134,7 @@ def _stack_name(stack, index: int, input_path: Path) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """One task on every stack of the input; label maps as volumes, the rest as JSON."""
-    from .inference import TaskPredictor
+    from .inference import TaskPredictor, levels_from_segmentation
     from .tasks import SEGMENTATION, get_task
     from .volume_io import read_any, write_volume
     from .weights import WeightsError
@@ -114,7 +160,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for index, stack in enumerate(stacks):
         name = _stack_name(stack, index, input_path)
         try:
-            prediction = predictor.predict_stack(stack)
+            levels = levels_from_segmentation(task, stack, args.weights, args.device)
+            prediction = predictor.predict_stack(stack, levels)
         except ValueError as error:  # e.g. a single-frame stack for a cine task
             print(f"warning: {name}: {error}", file=sys.stderr)
             failed += 1
@@ -140,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("example", help="generate the built-in sample study (once) and show what the reader finds")
     p.add_argument("--out", default="output/example", help="where the sample study goes (default: output/example)")
+    p.add_argument("--weights", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("index", help="list the series and image stacks of a study folder, NIfTI or NRRD file")

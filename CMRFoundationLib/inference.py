@@ -18,9 +18,12 @@ from .models import build_from_architecture
 from .models.heads import heatmap_peaks
 from .preprocess import PreprocessConfig, preprocess
 from .stack import ImageStack
-from .task_inputs import CardiacLevels, native_spacing, task_inputs
-from .tasks import INPUT_SINGLE, LANDMARKS, SEGMENTATION, TaskSpec, get_task
-from .weights import load_task_state, resolve_weights_dir
+from .task_inputs import CardiacLevels, cardiac_levels, native_spacing, task_inputs
+from .tasks import INPUT_BASAL_FRAMES, INPUT_LGE_LEVELS, INPUT_SINGLE, LANDMARKS, SEGMENTATION, TaskSpec, get_task
+from .weights import available_tasks, load_task_state, resolve_weights_dir
+
+# The segmentation that locates base/mid/apex (and ED/ES) for the stack-level recipes.
+LEVELS_FROM = {INPUT_LGE_LEVELS: "seg_lge", INPUT_BASAL_FRAMES: "seg_sax_cine"}
 
 # A landmark whose heatmap peak is below this is reported as not found.
 MIN_LANDMARK_CONFIDENCE = 0.2
@@ -121,9 +124,26 @@ class TaskPredictor:
                 prediction.probabilities = result.probabilities.mean(axis=0)
             else:
                 prediction.probabilities = result.probabilities[0]
-            if levels is None and self.task.input != INPUT_SINGLE:
-                prediction.notes.append("inputs chosen without a segmentation (see task_inputs.fallback_levels)")
+            if self.task.input != INPUT_SINGLE:
+                prediction.notes += levels.notes if levels else [
+                    "inputs chosen without a segmentation (see task_inputs.fallback_levels)"]
         return prediction
+
+
+def levels_from_segmentation(task: TaskSpec, stack: ImageStack, weights_dir: str | Path | None = None,
+                             device: str | None = "auto") -> CardiacLevels | None:
+    """Base/mid/apex and ED/ES of ``stack`` from the matching segmentation model, for the
+    tasks whose input needs them; None when the task doesn't or that model is absent."""
+    segmentation = LEVELS_FROM.get(task.input)
+    if segmentation is None or segmentation not in available_tasks(weights_dir):
+        return None
+    predictor = TaskPredictor.load(segmentation, weights_dir, device)
+    labels = predictor.predict_stack(stack).labels
+    names = predictor.task.labels
+    levels = cardiac_levels(labels, names.index("lv_blood_pool"), names.index("lv_myocardium"))
+    levels.notes.insert(0, f"levels from {segmentation}: basal slice {levels.basal_slice}, mid {levels.mid_slice}, "
+                           f"apical {levels.apical_slice}, ED frame {levels.ed_frame}, ES frame {levels.es_frame}")
+    return levels
 
 
 def _background_fill(n_classes: int) -> np.ndarray:

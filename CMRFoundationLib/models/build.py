@@ -132,12 +132,16 @@ def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | None, head:
 
 
 def build_model(
-    task: TaskSpec | str, encoder: str | ViTConfig | dict = "vit_small", image_size: int | None = None
+    task: TaskSpec | str,
+    encoder: str | ViTConfig | dict = "vit_small",
+    image_size: int | None = None,
+    decoder_features: tuple[int, int, int, int] | None = None,
 ) -> TaskModel:
     """The model for ``task``: a ViT/8 encoder (a preset name, config or config dict)
     with the head of the task's kind, or with ``encoder="resnet50"`` the ResNet50
     baseline. ``image_size`` sets the size the ViT's position embedding is learned for
     (other sizes are interpolated); the fully convolutional baselines ignore it.
+    ``decoder_features`` narrows or widens the UNETR decoder (full resolution first).
     """
     task = _task(task)
     if isinstance(encoder, str) and encoder not in (*VIT_CONFIGS, BASELINE_ENCODER):
@@ -150,7 +154,10 @@ def build_model(
         name = encoder
     else:
         name = next((preset for preset, c in VIT_CONFIGS.items() if c == config), "custom")
-    return _assemble(task, name, config, _default_head(task, baseline=False), None)
+    head = _default_head(task, baseline=False)
+    if decoder_features is not None and "features" in head:
+        head["features"] = [int(f) for f in decoder_features]
+    return _assemble(task, name, config, head, None)
 
 
 def _head_spec(head: nn.Module) -> dict:

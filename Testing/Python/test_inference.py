@@ -105,7 +105,8 @@ def test_cli_predict_on_nifti_gives_json(weights_dir, sample_stacks, tmp_path):
     assert cmrfm(["predict", "disease", str(volume), str(out), "--weights", str(weights_dir)]) == 0
     report = json.loads((out / "disease.json").read_text())
     assert report["stacks"][0]["class"] in get_task("disease").labels
-    assert report["stacks"][0]["notes"]  # says the levels were guessed without a segmentation
+    # The basal slice and ED/ES frames came from the seg_sax_cine model of the same folder.
+    assert report["stacks"][0]["notes"][0].startswith("levels from seg_sax_cine")
 
 
 def test_cli_predict_refuses_tampered_weights(weights_dir, sample_study, tmp_path, capsys):
@@ -129,3 +130,25 @@ def test_cli_predict_reports_unknown_task_and_empty_input(weights_dir, tmp_path,
     empty.mkdir()
     assert cmrfm(["predict", "seg_lge", str(empty), str(tmp_path / "o"), "--weights", str(weights_dir)]) == 1
     assert "no image stack" in capsys.readouterr().err
+
+
+def test_example_runs_the_models_and_shows_truth(weights_dir, sample_study, sample_stacks, capsys):
+    from CMRFoundationLib.cli import _example_predictions
+
+    assert _example_predictions(sample_study, str(weights_dir)) == 0
+    printed = capsys.readouterr().out
+    assert "image_type" in printed and "/ cine" in printed  # prediction / truth
+    labels = read_volume(sample_study / "predictions" / "S006_seg_sax_cine.nii.gz")
+    assert labels.pixels.shape == _stack(sample_stacks, 6).pixels.shape
+
+
+def test_cardiac_levels_from_the_true_short_axis_labels(sample_study, sample_truth):
+    from CMRFoundationLib.synthetic.study import load_label_map
+    from CMRFoundationLib.task_inputs import cardiac_levels
+
+    labels, _ = load_label_map(sample_study, "labels/S006.npz")
+    levels = cardiac_levels(labels, lv_blood=1, lv_myocardium=2)  # the phantom's label numbers
+    assert (levels.ed_frame, levels.es_frame) == (sample_truth["cine"]["ed_frame"], sample_truth["cine"]["es_frame"])
+    blood = (labels[:, levels.ed_frame] == 1).sum(axis=(1, 2))
+    assert blood[levels.basal_slice] > blood[levels.apical_slice] > 0
+    assert min(levels.basal_slice, levels.apical_slice) < levels.mid_slice < max(levels.basal_slice, levels.apical_slice)

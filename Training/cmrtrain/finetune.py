@@ -55,6 +55,7 @@ class FinetuneConfig:
     out: str  # run folder: log, checkpoint, final weights
     encoder: str = "vit_small"  # a ViT preset, or "resnet50" for the baseline
     encoder_weights: str | None = None  # DINO export (encoder.safetensors) to start from
+    decoder_features: list[int] | None = None  # UNETR decoder widths; None: the default
     mode: str = "full"  # full | frozen | lora
     lora_rank: int = 8
     sources: list[str] | None = None  # None: DEFAULT_SOURCES[task]
@@ -81,6 +82,7 @@ class FinetuneConfig:
     workers: int = 2
     seed: int = 0
     weights_out: str | None = None  # also write <task>.safetensors + manifest here
+    save_float16: bool = False  # halve the weights file (loading returns float32)
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
@@ -274,7 +276,7 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
                          f"{config.sources or DEFAULT_SOURCES[task.name]}")
     log(f"{task.name}: train {summarize(train_samples)}; val {summarize(val_samples)}")
 
-    model = build_model(task, config.encoder, image_size=config.size)
+    model = build_model(task, config.encoder, image_size=config.size, decoder_features=config.decoder_features)
     if config.encoder_weights:
         load_encoder_weights(model, config.encoder_weights)
     n_trainable = set_trainable(model, config.mode if model.encoder is not None else "full")
@@ -356,6 +358,7 @@ def save_finetuned(model: torch.nn.Module, task: TaskSpec, config: FinetuneConfi
         architecture=architecture_of(merged),
         preprocessing=config.preprocessing.to_dict(),
         labels=list(task.labels),
+        dtype=torch.float16 if config.save_float16 else None,
         training={
             "sources": config.sources or DEFAULT_SOURCES[task.name],
             "label_folders": config.label_folders,
