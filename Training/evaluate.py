@@ -82,7 +82,8 @@ def main(argv=None) -> int:
             start = time.perf_counter()
             results[source][name] = evaluate(task, predictor, samples)
             metric, value = kind_metric(task, results[source][name])
-            print(f"{source} / {name}: {metric} {value:.4f} ({time.perf_counter() - start:.0f} s)")
+            shown = "n/a" if value is None else f"{value:.4f}"
+            print(f"{source} / {name}: {metric} {shown} ({time.perf_counter() - start:.0f} s)")
         meta_sources[source] = len(samples)
         print(markdown_table(task, results[source]))
     if not results:

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             write_results(Path(args.results) / source, task, {"CMRFoundation (CPU tiny)": recorded[source]},
                           {"split": "test", "samples": len(samples), "weights": "cpu tiny (vit_nano, 2 mm, 112 px)"})
             metric, value = kind_metric(task, recorded[source])
-            print(f"[{name}] test {source}: {metric} {value:.3f}", flush=True)
+            print(f"[{name}] test {source}: {metric} {'n/a' if value is None else f'{value:.3f}'}", flush=True)
         record_evaluation(args.out, name, recorded, split="test")
         print(f"[{name}] done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0

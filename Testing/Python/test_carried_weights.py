@@ -1,0 +1,43 @@
+"""The weights the project carries (Resources/Weights): complete, verified, documented, working."""
+
+import numpy as np
+import pytest
+
+from CMRFoundationLib.inference import TaskPredictor
+from CMRFoundationLib.tasks import TASKS
+from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR, available_tasks, load_task_state, read_manifest
+
+
+def test_every_task_has_verified_weights_with_a_manifest():
+    assert set(available_tasks(DEFAULT_WEIGHTS_DIR)) == set(TASKS)
+    total = 0
+    for name in TASKS:
+        state, manifest = load_task_state(DEFAULT_WEIGHTS_DIR, name)  # checks the SHA-256
+        assert manifest["labels"] == list(TASKS[name].labels)
+        assert manifest["training"]["sources"] and manifest["training"]["steps"] > 0
+        assert manifest["evaluation"]["recorded"]["test"], f"{name}: no test numbers recorded"
+        total += sum(f["bytes"] for f in manifest["files"])
+    assert total < 50e6  # the CPU set stays small enough to carry in the repository
+
+
+def test_carried_four_chamber_model_segments_the_sample_study(sample_study, sample_stacks):
+    """Not an accuracy measurement (see Training/results): a guard that the carried weights
+    are trained ones and that their output lands on the right native pixels."""
+    from CMRFoundationLib.synthetic.study import load_label_map
+
+    stacks, _ = sample_stacks
+    four_chamber = next(s for s in stacks if s.info.series_number == 4)
+    predicted = TaskPredictor.load("seg_4ch_cine", DEFAULT_WEIGHTS_DIR, "cpu").predict_stack(four_chamber).labels
+    truth, _ = load_label_map(sample_study, "labels/S004.npz")
+    lv_truth = truth == 1  # the phantom's LV blood pool
+    lv_predicted = predicted == read_manifest(DEFAULT_WEIGHTS_DIR, "seg_4ch_cine")["labels"].index("lv_blood_pool")
+    dice = 2 * (lv_truth & lv_predicted).sum() / (lv_truth.sum() + lv_predicted.sum())
+    assert dice > 0.5, dice
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_manifest_names_its_preprocessing_and_architecture(name):
+    manifest = read_manifest(DEFAULT_WEIGHTS_DIR, name)
+    assert manifest["preprocessing"]["size"] % 8 == 0 and manifest["preprocessing"]["percentile"] == 98.0
+    assert manifest["architecture"]["task"] == name
+    assert np.all([len(f["sha256"]) == 64 for f in manifest["files"]])
