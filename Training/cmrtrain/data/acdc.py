@@ -33,7 +33,7 @@ import numpy as np
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TaskSpec
 
 from .rv_insertion import rv_insertion_points
-from .sample import Sample, as_task, load_image_label_npz, remap_labels, repeat3, require_task
+from .sample import Sample, as_task, load_image_label_npz, remap_labels, repeat3, require_task, select_cases
 
 ACDC_TASKS = ("seg_sax_cine", "rv_insertion", "image_type", "cine_view", "disease")
 PHASES = ("ED", "ES")
@@ -69,10 +69,7 @@ def acdc_samples(
     task = as_task(task)
     require_task(task, ACDC_TASKS, "acdc")
     groups = acdc_patients(root)
-    selected = sorted(groups) if patients is None else list(patients)
-    missing = [p for p in selected if p not in groups]
-    if missing:
-        raise ValueError(f"{Path(root) / 'patients.json'}: no such patient(s): {', '.join(missing)}")
+    selected = select_cases(groups, patients, Path(root) / "patients.json", "patient(s)")
     spacing = (float(spacing_mm), float(spacing_mm))
     samples: list[Sample] = []
     for patient in selected:

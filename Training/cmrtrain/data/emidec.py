@@ -36,6 +36,7 @@ from .sample import (
     remap_labels,
     repeat3,
     require_task,
+    select_cases,
 )
 
 EMIDEC_TASKS = ("seg_lge", "lge_presence", "image_type")
@@ -66,10 +67,7 @@ def emidec_samples(
     task = as_task(task)
     require_task(task, EMIDEC_TASKS, "emidec")
     present = emidec_cases(root)
-    selected = sorted(present) if cases is None else list(cases)
-    missing = [c for c in selected if c not in present]
-    if missing:
-        raise ValueError(f"{Path(root) / 'cases.json'}: no such case(s): {', '.join(missing)}")
+    selected = select_cases(present, cases, Path(root) / "cases.json", "case(s)")
     spacing = (float(spacing_mm), float(spacing_mm))
     samples: list[Sample] = []
     for case in selected:

@@ -39,6 +39,15 @@ def load_image_label_npz(path: str | os.PathLike, what: str) -> tuple[np.ndarray
     return image, label
 
 
+def select_cases(known, wanted, listing: str | os.PathLike, what: str) -> list[str]:
+    """``wanted`` ids (all ``known`` ones, sorted, when None); unknown ids are an error naming ``listing``."""
+    selected = sorted(known) if wanted is None else list(wanted)
+    missing = [c for c in selected if c not in known]
+    if missing:
+        raise ValueError(f"{listing}: no such {what}: {', '.join(missing)}")
+    return selected
+
+
 def as_task(task: TaskSpec | str) -> TaskSpec:
     """Accept a task by spec or by name."""
     if isinstance(task, TaskSpec):
