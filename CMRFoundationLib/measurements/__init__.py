@@ -1,0 +1,66 @@
+"""Clinical measurements of a CMR report from label maps (pure numpy).
+
+Every function takes numpy arrays laid out as in ``ImageStack`` (label maps
+``[slices, frames, rows, cols]`` or one frame of them) plus the stack's ``ijk_to_lps``,
+and returns a dataclass whose ``to_dict()`` is ready for JSON. Label indices default to
+the task label orders of ``tasks.py`` and can always be passed explicitly (one value, or
+several that count as one structure).
+"""
+
+from .aha import (
+    AHA_SEGMENT_NAMES,
+    AhaSegmentation,
+    PlaneGeometry,
+    SliceSectors,
+    WallThickness,
+    aha_segments,
+    guess_basal_end,
+    segmental_wall_thickness,
+    slice_levels,
+)
+from .atria import AtriaCine, AtriumCine, AtriumMeasures, area_length_volume_ml, atria_over_cine, atrium_measures
+from .lge import LgeExtent, drop_small_components, lge_extent
+from .mapping import MapValues, RegionValues, erode_in_plane, map_values
+from .volumes import (
+    MYOCARDIAL_DENSITY_G_PER_ML,
+    VentricleVolumes,
+    VentricularFunction,
+    function_from_volume_curves,
+    label_volumes_ml,
+    mosteller_bsa_m2,
+    slice_thicknesses,
+    ventricular_function,
+)
+
+__all__ = [
+    "AHA_SEGMENT_NAMES",
+    "MYOCARDIAL_DENSITY_G_PER_ML",
+    "AhaSegmentation",
+    "AtriaCine",
+    "AtriumCine",
+    "AtriumMeasures",
+    "LgeExtent",
+    "MapValues",
+    "PlaneGeometry",
+    "RegionValues",
+    "SliceSectors",
+    "VentricleVolumes",
+    "VentricularFunction",
+    "WallThickness",
+    "aha_segments",
+    "area_length_volume_ml",
+    "atria_over_cine",
+    "atrium_measures",
+    "drop_small_components",
+    "erode_in_plane",
+    "function_from_volume_curves",
+    "guess_basal_end",
+    "label_volumes_ml",
+    "lge_extent",
+    "map_values",
+    "mosteller_bsa_m2",
+    "segmental_wall_thickness",
+    "slice_levels",
+    "slice_thicknesses",
+    "ventricular_function",
+]
