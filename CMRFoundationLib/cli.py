@@ -4,6 +4,7 @@
     cmrfm index STUDY [--json]         what a study folder (or NIfTI/NRRD file) contains
     cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N]
     cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
+    cmrfm analyze STUDY --out DIR [--weights DIR] [--device D] [--lge-n-sd N] [--series ROLE=N]
 """
 
 from __future__ import annotations
@@ -180,6 +181,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if results else 1
 
 
+class _ProgressBar:
+    """A one-line progress bar on stderr; on a non-terminal, one line per phase instead."""
+
+    def __init__(self, stream=None, width: int = 30) -> None:
+        self.stream, self.width, self.phase = stream or sys.stderr, width, None
+        self.live = self.stream.isatty()
+
+    def __call__(self, phase: str, fraction: float, message: str) -> None:
+        filled = int(round(fraction * self.width))
+        line = f"[{'#' * filled}{'.' * (self.width - filled)}] {fraction:4.0%} {message}"
+        if self.live:
+            self.stream.write("\r" + line[:120].ljust(120) + ("\n" if phase == "done" else ""))
+        elif phase != self.phase:
+            self.stream.write(line + "\n")
+        self.phase = phase
+        self.stream.flush()
+
+
+def _series_choice(text: str) -> tuple[str, int]:
+    role, _, number = text.partition("=")
+    if not number.isdigit():
+        raise argparse.ArgumentTypeError(f"expected ROLE=SERIES_NUMBER, e.g. lge_sax=10, got {text!r}")
+    return role, int(number)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """The whole study: classify, choose series, measure; JSON, CSV, label maps, DICOM SEG and SR in --out."""
+    from .analysis import (AnalysisOptions, NothingToAnalyze, OutputFolderError, analyze_study, check_output_folder,
+                           write_outputs)
+
+    try:
+        check_output_folder(args.out)  # refuse before minutes of work, not after
+        options = AnalysisOptions(weights_dir=args.weights, device=args.device, batch_size=args.batch_size,
+                                  lge_n_sd=args.lge_n_sd, series=dict(args.series or []))
+        analysis = analyze_study(args.study, options, progress=_ProgressBar())
+    except NothingToAnalyze as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (OutputFolderError, ValueError) as error:  # ValueError: a bad device or role name
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    written = write_outputs(analysis, args.out)
+    print("\n".join(analysis.summary_lines()))
+    print(f"Wrote {written['analysis_json']}, {written['measurements_csv'].name}, {len(written['label_maps'])} label map(s), "
+          f"{len(written['dicom_seg'])} DICOM SEG file(s)" + (", a DICOM SR" if written["dicom_sr"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmrfm", description="CMRFoundation: cardiac MR foundation model tools")
     parser.add_argument("--version", action="version", version=f"cmrfm {__version__}")
@@ -211,6 +260,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("analyze", help="analyse a whole study: function, AHA segments, atria, LGE, maps, disease class")
+    p.add_argument("study", help="DICOM study folder (any file names, any depth)")
+    p.add_argument("--out", required=True, help="output folder: new, empty, or a previous analysis (which is replaced)")
+    p.add_argument("--weights", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--lge-n-sd", type=float, default=5.0, help="LGE threshold: remote myocardium mean + N x SD (default 5)")
+    p.add_argument("--series", type=_series_choice, action="append", metavar="ROLE=N",
+                   help="use series N for ROLE (cine_sax, cine_4ch, lge_sax, t1_map, t2_map) instead of the automatic choice")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

@@ -1,0 +1,180 @@
+"""The files of an analysis, in one output folder::
+
+    OUT/analysis.json                          the versioned JSON (results.py), plus "complete" and
+                                               "outputs" (the files written, and those not written and why)
+    OUT/measurements.csv                       section, name, value, unit, series, segment
+    OUT/labels/S006_seg_sax_cine.nii.gz        label maps on the series' own grid (4D for a cine)
+    OUT/labels/S006_aha_segments_ed.nii.gz     AHA segment numbers 1..16 (at ED for the cine)
+    OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series
+    OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements
+
+DICOM SEG of a cine holds its end-diastolic and end-systolic frames only (one SEG
+instance each, in one SEG series): those are the frames the report's volumes come from,
+and a 25-frame cine would be 25 SEG instances that viewers show poorly. The whole cine's
+labels are in the 4D NIfTI. The LGE SEG and label map mark the enhanced myocardium as a
+structure of its own (label 3), the rest of the myocardium stays label 2.
+
+The folder is ours only if it is new, empty or holds a previous analysis (analysis.json
+of format "cmrfm-analysis"); anything else is refused, never overwritten. Re-running
+into a previous analysis replaces its analysis.json, measurements.csv, labels/ and
+dicom/; other files are left alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+from pydicom.uid import generate_uid
+
+from ..dicom.seg import write_dicom_seg
+from ..dicom.sr import KNOWN_MEASUREMENTS, Measurement, write_measurement_sr
+from ..volume_io import write_volume
+from .results import FORMAT, FORMAT_VERSION, OK, StudyAnalysis
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_FILE = "analysis.json"
+CSV_FILE = "measurements.csv"
+LABELS_DIR = "labels"
+DICOM_DIR = "dicom"
+SR_FILE = "SR_measurements.dcm"
+CSV_COLUMNS = ("section", "name", "value", "unit", "series", "segment")
+
+
+class OutputFolderError(Exception):
+    """The output folder holds something else than a previous analysis; nothing was written."""
+
+
+def check_output_folder(out_dir: str | os.PathLike) -> None:
+    """Raise OutputFolderError unless ``out_dir`` is new, empty, or a previous analysis output."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OutputFolderError(f"{out} exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()) or is_analysis_folder(out):
+        return
+    raise OutputFolderError(f"{out} is not empty and holds no previous CMRFoundation analysis; "
+                            "choose a new or empty output folder (nothing was written)")
+
+
+def is_analysis_folder(out_dir: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(out_dir) / ANALYSIS_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
+    """Write every output of ``analysis`` into ``out_dir``; the paths written, by kind.
+
+    Returns {"analysis_json": Path, "measurements_csv": Path, "label_maps": [Path],
+    "dicom_seg": [Path], "dicom_sr": Path or None}. An output that cannot be written
+    (e.g. SEG for stacks not read from DICOM) is listed with its reason under
+    "outputs" -> "not_written" in analysis.json.
+    """
+    check_output_folder(out_dir)
+    out = Path(out_dir)
+    _remove_previous(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Mark the folder as ours first, so that an interrupted write can be re-run into it.
+    (out / ANALYSIS_FILE).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}),
+                                     encoding="utf-8")
+
+    written = {"analysis_json": out / ANALYSIS_FILE, "measurements_csv": out / CSV_FILE,
+               "label_maps": [], "dicom_seg": [], "dicom_sr": None}
+    not_written: list[str] = []
+    for part in analysis.parts.values():
+        if part.status != OK:
+            continue
+        stack = analysis.stack(part.series)
+        for label_map in part.label_maps:
+            path = out / LABELS_DIR / f"{part.series}_{label_map.name}.nii.gz"
+            if path in written["label_maps"]:
+                continue  # two parts on one series share its segmentation (e.g. LGE extent and presence)
+            path.parent.mkdir(exist_ok=True)
+            write_volume(label_map.labels, stack.ijk_to_lps, path)
+            written["label_maps"].append(path)
+            if label_map.seg_frames:
+                written["dicom_seg"] += _write_seg(stack, part.series, label_map, out / DICOM_DIR, not_written)
+
+    rows = analysis.measurements
+    _write_csv(rows, out / CSV_FILE)
+    written["dicom_sr"] = _write_sr(analysis, out / DICOM_DIR / SR_FILE, not_written)
+
+    document = analysis.to_dict()
+    document["complete"] = True
+    document["outputs"] = {
+        "analysis_json": ANALYSIS_FILE,
+        "measurements_csv": CSV_FILE,
+        "label_maps": [p.relative_to(out).as_posix() for p in written["label_maps"]],
+        "dicom_seg": [p.relative_to(out).as_posix() for p in written["dicom_seg"]],
+        "dicom_sr": None if written["dicom_sr"] is None else written["dicom_sr"].relative_to(out).as_posix(),
+        "not_written": not_written,
+    }
+    (out / ANALYSIS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False), encoding="utf-8")
+    return written
+
+
+def _remove_previous(out: Path) -> None:
+    if not out.is_dir():
+        return
+    for name in (ANALYSIS_FILE, CSV_FILE):
+        (out / name).unlink(missing_ok=True)
+    for name in (LABELS_DIR, DICOM_DIR):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+
+
+def _write_seg(stack, series_key: str, label_map, dicom_dir: Path, not_written: list[str]) -> list[Path]:
+    """One SEG series of the label map's ``seg_frames`` (one instance per frame)."""
+    if stack.sources is None:
+        not_written.append(f"DICOM SEG of {series_key} {label_map.name}: the series was not read from DICOM")
+        return []
+    folder = dicom_dir / f"{series_key}_{label_map.name}"
+    series_uid = generate_uid()
+    paths = []
+    for number, frame in enumerate(label_map.seg_frames, 1):
+        try:
+            paths.append(write_dicom_seg(stack, label_map.labels, label_map.label_names, folder / f"SEG_frame{frame + 1:03d}.dcm",
+                                         frame=frame, series_instance_uid=series_uid, instance_number=number,
+                                         series_description=f"CMRFoundation {label_map.name}"))
+        except Exception as error:  # e.g. nothing labelled in that frame; a SEG must not cost the other outputs
+            log.exception("DICOM SEG not written")
+            not_written.append(f"DICOM SEG of {series_key} {label_map.name} frame {frame}: {error}")
+    return paths
+
+
+def _write_csv(rows, path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            writer.writerow([row.section, row.name, f"{row.value:.6g}", row.unit, row.series, row.segment_label])
+
+
+def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Path | None:
+    """The measurements that have a DICOM SR code (dicom/sr.py KNOWN_MEASUREMENTS), referencing their series."""
+    rows = [m for m in analysis.measurements
+            if m.name in KNOWN_MEASUREMENTS and KNOWN_MEASUREMENTS[m.name][1] == m.unit and math.isfinite(m.value)]
+    series = sorted({m.series for m in rows})
+    stacks = [analysis.stack(key) for key in series]
+    if not rows:
+        not_written.append("DICOM SR: no measurement to report")
+        return None
+    if any(stack.sources is None for stack in stacks):
+        not_written.append("DICOM SR: a measured series was not read from DICOM")
+        return None
+    uid_of = {key: analysis.stack(key).info.series_uid for key in series}
+    measurements = [Measurement(m.name, m.value, m.unit, segment=m.segment, method=m.method,
+                                source_series_uid=uid_of[m.series]) for m in rows]
+    try:
+        return write_measurement_sr(measurements, stacks, path)
+    except Exception as error:  # the SR must not cost the other outputs
+        log.exception("DICOM SR not written")
+        not_written.append(f"DICOM SR: {error}")
+        return None

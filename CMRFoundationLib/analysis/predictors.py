@@ -1,0 +1,44 @@
+"""The task models of one analysis: each loaded once, on first use, and recorded for the results."""
+
+from __future__ import annotations
+
+from ..inference import TaskPredictor
+from ..weights import WeightsError, resolve_weights_dir
+
+
+class ModelUnavailable(Exception):
+    """A task's weights are missing or unusable; the message says why."""
+
+
+class Predictors:
+    def __init__(self, weights_dir=None, device: str = "auto", batch_size: int = 16) -> None:
+        self.weights_dir, self.device, self.batch_size = weights_dir, device, batch_size
+        self._loaded: dict[str, TaskPredictor] = {}
+        self._unavailable: dict[str, str] = {}
+
+    def get(self, task: str) -> TaskPredictor:
+        """The task's predictor; ModelUnavailable when its weights cannot be used."""
+        if task in self._unavailable:
+            raise ModelUnavailable(self._unavailable[task])
+        if task not in self._loaded:
+            try:
+                self._loaded[task] = TaskPredictor.load(task, self.weights_dir, self.device, self.batch_size)
+            except (WeightsError, OSError) as error:
+                self._unavailable[task] = f"no usable weights for the {task} model: {error}"
+                raise ModelUnavailable(self._unavailable[task]) from None
+        return self._loaded[task]
+
+    def record(self) -> dict:
+        """The weights folder, and the files (with hashes) of every model used, for reproducibility."""
+        try:
+            folder, folder_error = str(resolve_weights_dir(self.weights_dir)), None
+        except WeightsError as error:
+            folder, folder_error = None, str(error)
+        return {
+            "folder": folder,
+            "folder_error": folder_error,
+            "device": str(next(iter(self._loaded.values())).device) if self._loaded else None,
+            "tasks": {task: predictor.manifest.get("files") for task, predictor in sorted(self._loaded.items())},
+            "unavailable": dict(sorted(self._unavailable.items())),
+        }
+
