@@ -1,6 +1,6 @@
 """The ``cmrfm`` command: the library's functions for batch use and for the Slicer module.
 
-    cmrfm example                      generate the built-in sample study and show what was read
+    cmrfm example                      generate the built-in sample study, read it back and analyse it
     cmrfm index STUDY [--json]         what a study folder (or NIfTI/NRRD file) contains
     cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N]
     cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
@@ -61,7 +61,7 @@ def cmd_make_sample_study(args: argparse.Namespace) -> int:
 
 
 def cmd_example(args: argparse.Namespace) -> int:
-    """The built-in example: a synthetic study, generated once, then read back."""
+    """The built-in example: a synthetic study, generated once, read back and analysed."""
     from .synthetic.study import load_truth
 
     out = Path(args.out)
@@ -78,52 +78,24 @@ def cmd_example(args: argparse.Namespace) -> int:
         if status:
             return status
     status = cmd_index(argparse.Namespace(study=out / "DICOM", json=False))
+    if status:
+        return status
+    print(f"\nAnalysing the study into {out / 'analysis'} ...")
+    status = cmd_analyze(argparse.Namespace(study=out / "DICOM", out=out / "analysis", weights=args.weights,
+                                            device=args.device, lge_n_sd=5.0, series=None, batch_size=16))
     if status == 0:
-        status = _example_predictions(out, args.weights)
+        _print_example_truth(load_truth(out))
     return status
 
 
-def _example_predictions(study: Path, weights: str | None) -> int:
-    """Classify every stack and segment the short-axis cine with the carried weights; show truth beside."""
-    from .dicom import read_study
-    from .inference import TaskPredictor
-    from .synthetic.study import load_truth
-    from .volume_io import write_volume
-    from .weights import WeightsError, available_tasks
-
-    try:
-        tasks = set(available_tasks(weights))
-    except (FileNotFoundError, ValueError) as error:
-        print(f"(no model weights, predictions skipped: {error})")
-        return 0
-    truth = {s["number"]: s for s in load_truth(study)["series"]}
-    stacks, _ = read_study(study / "DICOM")
-    predictors = {}
-    try:
-        for name in ("image_type", "cine_view", "seg_sax_cine"):
-            if name in tasks:
-                predictors[name] = TaskPredictor.load(name, weights)
-    except WeightsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print("\nModels on the example (prediction / truth):")
-    for stack in stacks:
-        number, cells = stack.info.series_number, []
-        series_truth = truth.get(number, {})
-        for name, key in (("image_type", "image_type"), ("cine_view", "view")):
-            if name in predictors and (name != "cine_view" or stack.n_frames > 1):
-                cells.append(f"{name} {predictors[name].predict_stack(stack).class_name} / {series_truth.get(key)}")
-        print(f"  series {number} {stack.orientation:10s} " + ", ".join(cells))
-    sax = next((s for s in stacks if truth.get(s.info.series_number, {}).get("view") == "sax" and s.n_frames > 1), None)
-    if "seg_sax_cine" in predictors and sax is not None:
-        prediction = predictors["seg_sax_cine"].predict_stack(sax)
-        target = study / "predictions" / f"S{sax.info.series_number:03d}_seg_sax_cine.nii.gz"
-        target.parent.mkdir(exist_ok=True)
-        write_volume(prediction.labels, sax.ijk_to_lps, target)
-        lv = prediction.to_dict()["volume_ml_per_frame"]["lv_blood_pool"]
-        print(f"  short-axis cine segmented -> {target}; LV blood pool {min(lv):.0f}-{max(lv):.0f} mL "
-              f"(truth EDV {load_truth(study)['lv']['edv_ml']:.0f} mL, ESV {load_truth(study)['lv']['esv_ml']:.0f} mL)")
-    return 0
+def _print_example_truth(truth: dict) -> None:
+    """The phantom's own values, to read beside the analysis (it knows them exactly)."""
+    lv, rv = truth["lv"], truth["rv"]
+    print("\nGround truth of the sample study (the phantom's exact values):")
+    print(f"  LV EDV {lv['edv_ml']:.0f} mL, ESV {lv['esv_ml']:.0f} mL, EF {100 * lv['ef']:.0f}%, mass {lv['mass_g']:.0f} g; "
+          f"RV EDV {rv['edv_ml']:.0f} mL, ESV {rv['esv_ml']:.0f} mL, EF {100 * rv['ef']:.0f}%")
+    print(f"  ED frame {truth['cine']['ed_frame']}, ES frame {truth['cine']['es_frame']}; pathology {truth['pathology']}; "
+          f"LGE {'present' if truth['lge_present'] else 'absent'}")
 
 
 def _stack_name(stack, index: int, input_path: Path) -> str:
@@ -234,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cmrfm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("example", help="generate the built-in sample study (once) and show what the reader finds")
+    p = sub.add_parser("example", help="generate the built-in sample study (once), read it back and analyse it")
     p.add_argument("--out", default="output/example", help="where the sample study goes (default: output/example)")
     p.add_argument("--weights", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.set_defaults(func=cmd_example)
 
     p = sub.add_parser("index", help="list the series and image stacks of a study folder, NIfTI or NRRD file")

@@ -132,14 +132,22 @@ def test_cli_predict_reports_unknown_task_and_empty_input(weights_dir, tmp_path,
     assert "no image stack" in capsys.readouterr().err
 
 
-def test_example_runs_the_models_and_shows_truth(weights_dir, sample_study, sample_stacks, capsys):
-    from CMRFoundationLib.cli import _example_predictions
+def test_example_analyses_the_sample_study_and_shows_truth(sample_study, tmp_path, monkeypatch, capsys):
+    """`cmrfm example` with the carried weights on an already generated study (the
+    fixture's seed stands in for the example's, so nothing is regenerated): index, full
+    analysis, truth beside."""
+    import shutil
 
-    assert _example_predictions(sample_study, str(weights_dir)) == 0
+    from CMRFoundationLib import cli
+
+    study = tmp_path / "example"
+    shutil.copytree(sample_study, study)
+    monkeypatch.setattr(cli, "EXAMPLE_SEED", json.loads((study / "ground_truth" / "study.json").read_text())["seed"])
+    assert cmrfm(["example", "--out", str(study), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "image_type" in printed and "/ cine" in printed  # prediction / truth
-    labels = read_volume(sample_study / "predictions" / "S006_seg_sax_cine.nii.gz")
-    assert labels.pixels.shape == _stack(sample_stacks, 6).pixels.shape
+    assert "Ground truth of the sample study" in printed and "LV EDV" in printed
+    analysis = json.loads((study / "analysis" / "analysis.json").read_text())
+    assert analysis["format"] == "cmrfm-analysis" and analysis["parts"]["function"]["status"] == "ok"
 
 
 def test_cardiac_levels_from_the_true_short_axis_labels(sample_study, sample_truth):
