@@ -140,7 +140,8 @@ def levels_from_segmentation(task: TaskSpec, stack: ImageStack, weights_dir: str
     predictor = TaskPredictor.load(segmentation, weights_dir, device)
     labels = predictor.predict_stack(stack).labels
     names = predictor.task.labels
-    levels = cardiac_levels(labels, names.index("lv_blood_pool"), names.index("lv_myocardium"))
+    rv = names.index("rv_blood_pool") if "rv_blood_pool" in names else None
+    levels = cardiac_levels(labels, names.index("lv_blood_pool"), names.index("lv_myocardium"), rv)
     levels.notes.insert(0, f"levels from {segmentation}: basal slice {levels.basal_slice}, mid {levels.mid_slice}, "
                            f"apical {levels.apical_slice}, ED frame {levels.ed_frame}, ES frame {levels.es_frame}")
     return levels
@@ -169,13 +170,10 @@ class StackPrediction:
         return None if self.probabilities is None else self.task.labels[int(np.argmax(self.probabilities))]
 
     def points_lps(self) -> np.ndarray | None:
-        """Landmarks in patient LPS mm, [slices, frames, K, 3]."""
+        """Landmarks in patient LPS mm, [slices, frames, K, 3], at each slice's true depth."""
         if self.points_rc is None:
             return None
-        s, f, k, _ = self.points_rc.shape
-        slices = np.broadcast_to(np.arange(s, dtype=float)[:, None, None], (s, f, k))
-        ijk = np.stack([self.points_rc[..., 1], self.points_rc[..., 0], slices], axis=-1)  # i = column, j = row
-        return self.stack.ijk_to_lps_points(ijk.reshape(-1, 3)).reshape(s, f, k, 3)
+        return self.stack.pixel_points_to_lps(self.points_rc)
 
     def to_dict(self) -> dict:
         """JSON-able summary (label maps are written as volumes, not here)."""

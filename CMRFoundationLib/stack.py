@@ -128,6 +128,26 @@ class ImageStack:
         ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
         return ijk @ self.ijk_to_lps[:3, :3].T + self.ijk_to_lps[:3, 3]
 
+    def slice_origins_lps(self) -> np.ndarray:
+        """LPS of voxel (0, 0, k) of every slice, [slices, 3], at the slice's true depth.
+
+        ``ijk_to_lps`` spaces the slices evenly (the median gap); ``slice_positions`` knows
+        where each slice really is, which matters when a slice is missing.
+        """
+        nominal = self.ijk_to_lps_points([[0, 0, k] for k in range(self.n_slices)])
+        if self.slice_positions is None:
+            return nominal
+        shift = np.asarray(self.slice_positions, dtype=float) - nominal @ self.normal
+        return nominal + shift[:, None] * self.normal
+
+    def pixel_points_to_lps(self, points_rc: np.ndarray) -> np.ndarray:
+        """Per-slice pixel points ``[slices, ..., 2]`` (row, col) -> LPS mm ``[slices, ..., 3]``
+        at each slice's true depth (NaN stays NaN)."""
+        points_rc = np.asarray(points_rc, dtype=float)
+        m = self.ijk_to_lps
+        origins = self.slice_origins_lps().reshape(self.n_slices, *([1] * (points_rc.ndim - 2)), 3)
+        return origins + points_rc[..., 1:2] * m[:3, 0] + points_rc[..., 0:1] * m[:3, 1]
+
     def lps_to_ijk_points(self, lps: np.ndarray) -> np.ndarray:
         lps = np.atleast_2d(np.asarray(lps, dtype=float))
         inverse = np.linalg.inv(self.ijk_to_lps)

@@ -33,13 +33,15 @@ class CardiacLevels:
     notes: list[str] = field(default_factory=list)
 
 
-def cardiac_levels(labels: np.ndarray, lv_blood: int, lv_myocardium: int) -> CardiacLevels:
+def cardiac_levels(labels: np.ndarray, lv_blood: int, lv_myocardium: int, rv_blood: int | None = None) -> CardiacLevels:
     """Levels and phases from a short-axis label map [slices, frames, rows, cols].
 
     ED and ES are the frames of largest and smallest LV blood pool; the LV's slices are
-    those with blood pool and myocardium at ED; the base is the end of that range with
-    the larger blood pool (the LV narrows towards the apex).
+    those with blood pool and myocardium at ED; which end is the base follows
+    ``measurements.guess_basal_end`` (one rule for the whole project).
     """
+    from .measurements import guess_basal_end
+
     blood = (labels == lv_blood).sum(axis=(2, 3))  # [slices, frames]
     notes = []
     volume = blood.sum(axis=0)
@@ -51,10 +53,8 @@ def cardiac_levels(labels: np.ndarray, lv_blood: int, lv_myocardium: int) -> Car
         notes.append("no LV found in the segmentation; levels are the stack's first, middle and last slices")
         return CardiacLevels(0, labels.shape[0] // 2, labels.shape[0] - 1, ed, es, notes)
     first, last = int(lv_slices[0]), int(lv_slices[-1])
-    if blood[first, ed] >= blood[last, ed]:
-        basal, apical = first, last
-    else:
-        basal, apical = last, first
+    end = guess_basal_end(labels[:, ed], lv_blood=lv_blood, lv_myocardium=lv_myocardium, rv_blood=rv_blood)
+    basal, apical = (first, last) if end == "first" else (last, first)
     return CardiacLevels(basal, (first + last) // 2, apical, ed, es, notes)
 
 

@@ -73,26 +73,6 @@ def basal_end_along(stack: ImageStack, towards_base: np.ndarray) -> str:
     return "last" if float(slice_axis(stack) @ towards_base) > 0 else "first"
 
 
-def slice_origins_lps(stack: ImageStack) -> np.ndarray:
-    """LPS of voxel (0, 0, k) of every slice, [slices, 3], at the slice's true depth.
-
-    ``ijk_to_lps`` spaces the slices evenly (the median gap); ``slice_positions`` knows
-    where each slice really is, which matters when a slice is missing.
-    """
-    nominal = stack.ijk_to_lps_points([[0, 0, k] for k in range(stack.n_slices)])
-    if stack.slice_positions is None:
-        return nominal
-    shift = np.asarray(stack.slice_positions, dtype=float) - nominal @ stack.normal
-    return nominal + shift[:, None] * stack.normal
-
-
-def points_to_lps(stack: ImageStack, points_rc: np.ndarray) -> np.ndarray:
-    """Per-slice pixel points ``[slices, K, 2]`` (row, col) -> LPS mm ``[slices, K, 3]`` (NaN stays NaN)."""
-    m = stack.ijk_to_lps
-    origins = slice_origins_lps(stack)  # [slices, 3]
-    return origins[:, None] + points_rc[..., 1:2] * m[:3, 0] + points_rc[..., 0:1] * m[:3, 1]
-
-
 def plane_angle_deg(a: ImageStack, b: ImageStack) -> float:
     return float(np.degrees(np.arccos(min(1.0, abs(float(a.normal @ b.normal))))))
 
@@ -118,8 +98,8 @@ def carried_insertion_points(reference: SaxReference, target: ImageStack) -> tup
         return None, f"the planes differ from the short-axis cine's by {angle:.0f} degrees"
     normal = target.normal
     cine = reference.stack
-    cine_depth = slice_origins_lps(cine) @ normal
-    target_depth = slice_origins_lps(target) @ normal
+    cine_depth = cine.slice_origins_lps() @ normal
+    target_depth = target.slice_origins_lps() @ normal
     cine_spacing = float(np.median(np.abs(np.diff(cine_depth)))) if cine.n_slices > 1 else float(cine.spacing[2])
     with_points = np.flatnonzero(np.isfinite(reference.insertion_lps).all(axis=(1, 2)))
     points = np.full((target.n_slices, 2, 2), np.nan)

@@ -31,7 +31,7 @@ from ..task_inputs import cardiac_levels
 from ..tasks import get_task
 from . import results as r
 from .classify import LOW_CONFIDENCE as LOW_CLASS_CONFIDENCE
-from .geometry import SaxReference, base_direction, basal_end_along, carried_insertion_points, one_frame, points_to_lps
+from .geometry import SaxReference, base_direction, basal_end_along, carried_insertion_points, one_frame
 from .predictors import ModelUnavailable, Predictors
 from .results import LabelMap, PartResult
 
@@ -146,7 +146,7 @@ def myocardial_segments_part(ctx: Context, part: PartResult, stack: ImageStack) 
     aha = aha_segments(ed_labels, stack.ijk_to_lps, points, basal_end=sax.basal_end, lv_blood=lv,
                        lv_myocardium=myo, rv_blood=rv)
     thickness = segmental_wall_thickness(ed_labels, stack.ijk_to_lps, aha, lv_myocardium=myo)
-    sax.reference.insertion_lps = points_to_lps(stack, points)
+    sax.reference.insertion_lps = stack.pixel_points_to_lps(points)
 
     part.notes += aha.warnings
     part.results = {"frame": ed, "basal_end": aha.basal_end,
@@ -162,8 +162,8 @@ def disease_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     sax = ctx.need_sax()
     if sax.es_frame is None:
         raise PartSkipped("no end-systolic frame in the short-axis cine")
-    lv, myo = indices(sax.label_names, "lv_blood_pool", "lv_myocardium")
-    levels = cardiac_levels(sax.labels, lv, myo)
+    lv, myo, rv = indices(sax.label_names, "lv_blood_pool", "lv_myocardium", "rv_blood_pool")
+    levels = cardiac_levels(sax.labels, lv, myo, rv)
     levels.ed_frame, levels.es_frame = sax.ed_frame, sax.es_frame
     prediction = ctx.predict("disease", stack, levels)
     part.results = classification_json(prediction, levels)
@@ -316,7 +316,7 @@ def body_size(stack: ImageStack) -> tuple[float | None, float | None]:
 
 
 def insertion_points_json(stack: ImageStack, points: np.ndarray, confidence: np.ndarray, with_lv: np.ndarray) -> list[dict]:
-    lps = points_to_lps(stack, points)
+    lps = stack.pixel_points_to_lps(points)
     found = []
     for k in np.flatnonzero(with_lv):
         entry = {"slice": int(k)}

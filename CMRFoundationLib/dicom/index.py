@@ -30,6 +30,7 @@ from ..stack import SeriesInfo, geometry_matrix, orientation_label
 FrameRef = tuple[str, int | None]  # (file, 0-based frame index in a multi-frame file, None for single-frame)
 
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM SEG: labels, not an image to analyse
 _PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # Pixel Data, Float and Double Float Pixel Data
 _SAME_DIRECTION = np.cos(np.radians(1.0))  # orientations within 1 degree belong to one stack
 _UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -319,6 +320,9 @@ def _images_of(
     sop_class = UID(str(ds.get("SOPClassUID") or file_meta.get("MediaStorageSOPClassUID") or ""))
     if sop_class == _MEDIA_STORAGE_DIRECTORY:
         raise _Skipped("DICOMDIR (media directory) skipped; images are found by walking the folder", "info")
+    if sop_class == _SEGMENTATION_STORAGE:
+        raise _Skipped("DICOM Segmentation (labels derived from images, e.g. an earlier analysis), not an image; skipped",
+                       "info")
     if len(ds) == 0:
         raise _Skipped("truncated DICOM file: nothing after the file meta header")
     last = ds.get_item(max(ds.keys()))

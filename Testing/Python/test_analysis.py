@@ -29,7 +29,7 @@ from CMRFoundationLib.analysis import (
     write_outputs,
 )
 from CMRFoundationLib.analysis.classify import guess_from_header
-from CMRFoundationLib.analysis.geometry import points_to_lps, slice_gap_findings, slice_origins_lps
+from CMRFoundationLib.analysis.geometry import slice_gap_findings
 from CMRFoundationLib.analysis.results import HEADER_DISAGREES, SLICE_GAPS, UNUSABLE_FILE
 from CMRFoundationLib.analysis.select import select_series
 from CMRFoundationLib.cli import main as cmrfm
@@ -385,11 +385,11 @@ def test_slices_keep_their_true_position_when_one_is_missing(sample_stacks, samp
     full = next(s for s in sample_stacks[0] if s.info.series_number == number)
     keep = [k for k in range(full.n_slices) if k != 6]
     gappy = ImageStack(full.pixels[keep], full.ijk_to_lps, full.info, slice_positions=full.slice_positions[keep])
-    np.testing.assert_allclose(slice_origins_lps(gappy), slice_origins_lps(full)[keep], atol=1e-6)
+    np.testing.assert_allclose(gappy.slice_origins_lps(), full.slice_origins_lps()[keep], atol=1e-6)
     points = np.full((full.n_slices, 1, 2), 20.0)  # (row, col) 20, 20 in every slice
-    np.testing.assert_allclose(points_to_lps(gappy, points[keep]), points_to_lps(full, points)[keep], atol=1e-6)
+    np.testing.assert_allclose(gappy.pixel_points_to_lps(points[keep]), full.pixel_points_to_lps(points)[keep], atol=1e-6)
     on_the_grid = full.ijk_to_lps_points([[20, 20, k] for k in range(full.n_slices)])
-    np.testing.assert_allclose(points_to_lps(full, points)[:, 0], on_the_grid, atol=1e-3)
+    np.testing.assert_allclose(full.pixel_points_to_lps(points)[:, 0], on_the_grid, atol=1e-3)
 
 
 def test_slice_gaps_are_found():

@@ -72,6 +72,25 @@ def test_cine_seg_round_trips_exactly(sax, sax_cine_seg):
     assert not one[:, [0, 1, 3, 4, 5]].any()
 
 
+def test_reader_skips_seg_files_saved_inside_a_study(sax, sax_cine_seg, tmp_path):
+    """A SEG saved next to its images (as PACS exports do) is named as info, not read as a stack."""
+    import shutil
+
+    from CMRFoundationLib.dicom import index_study
+
+    stack, _ = sax
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for row in stack.sources[:2]:
+        for path, _ in row:
+            shutil.copy(path, folder)
+    shutil.copy(sax_cine_seg[0], folder / "seg.dcm")
+    index = index_study(folder)
+    assert len(index.stacks) == 1 and index.stacks[0].info.series_uid == stack.info.series_uid
+    seg_problems = [p for p in index.problems if p.path.endswith("seg.dcm")]
+    assert len(seg_problems) == 1 and seg_problems[0].severity == "info" and "Segmentation" in seg_problems[0].reason
+
+
 def test_seg_references_its_source_images_and_study(sax, sax_cine_seg):
     stack, labels = sax
     frame = 2
