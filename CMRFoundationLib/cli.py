@@ -197,7 +197,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     written = write_outputs(analysis, args.out)
     print("\n".join(analysis.summary_lines()))
     print(f"Wrote {written['analysis_json']}, {written['measurements_csv'].name}, {len(written['label_maps'])} label map(s), "
-          f"{len(written['dicom_seg'])} DICOM SEG file(s)" + (", a DICOM SR" if written["dicom_sr"] else ""))
+          f"{len(written['dicom_seg'])} DICOM SEG file(s)" + (", a DICOM SR" if written["dicom_sr"] else "")
+          + (f"; the report: {written['report_html']}" if written.get("report_html") else ""))
     return 0
 
 

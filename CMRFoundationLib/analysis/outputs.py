@@ -7,6 +7,7 @@
     OUT/labels/S006_aha_segments_ed.nii.gz     AHA segment numbers 1..16 (at ED for the cine)
     OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series
     OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements
+    OUT/report.html                            the report for a reader, one self-contained page (report.py)
 
 DICOM SEG of a cine holds its end-diastolic and end-systolic frames only (one SEG
 instance each, in one SEG series): those are the frames the report's volumes come from,
@@ -17,7 +18,7 @@ structure of its own (label 3), the rest of the myocardium stays label 2.
 The folder is ours only if it is new, empty or holds a previous analysis (analysis.json
 of format "cmrfm-analysis"); anything else is refused, never overwritten. Re-running
 into a previous analysis replaces its analysis.json, measurements.csv, labels/ and
-dicom/; other files are left alone.
+dicom/ and report.html; other files are left alone.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pydicom.uid import generate_uid
 from ..dicom.seg import write_dicom_seg
 from ..dicom.sr import KNOWN_MEASUREMENTS, Measurement, write_measurement_sr
 from ..volume_io import write_volume
+from .report import REPORT_FILE, write_html_report
 from .results import FORMAT, FORMAT_VERSION, OK, StudyAnalysis
 
 log = logging.getLogger(__name__)
@@ -73,9 +75,9 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
     """Write every output of ``analysis`` into ``out_dir``; the paths written, by kind.
 
     Returns {"analysis_json": Path, "measurements_csv": Path, "label_maps": [Path],
-    "dicom_seg": [Path], "dicom_sr": Path or None}. An output that cannot be written
-    (e.g. SEG for stacks not read from DICOM) is listed with its reason under
-    "outputs" -> "not_written" in analysis.json.
+    "dicom_seg": [Path], "dicom_sr": Path or None, "report_html": Path or None}. An
+    output that cannot be written (e.g. SEG for stacks not read from DICOM) is listed
+    with its reason under "outputs" -> "not_written" in analysis.json.
     """
     check_output_folder(out_dir)
     out = Path(out_dir)
@@ -86,7 +88,7 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
                                      encoding="utf-8")
 
     written = {"analysis_json": out / ANALYSIS_FILE, "measurements_csv": out / CSV_FILE,
-               "label_maps": [], "dicom_seg": [], "dicom_sr": None}
+               "label_maps": [], "dicom_seg": [], "dicom_sr": None, "report_html": None}
     not_written: list[str] = []
     for part in analysis.parts.values():
         if part.status != OK:
@@ -105,6 +107,7 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
     rows = analysis.measurements
     _write_csv(rows, out / CSV_FILE)
     written["dicom_sr"] = _write_sr(analysis, out / DICOM_DIR / SR_FILE, not_written)
+    written["report_html"] = _write_report(analysis, out, not_written)
 
     document = analysis.to_dict()
     document["complete"] = True
@@ -114,6 +117,7 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
         "label_maps": [p.relative_to(out).as_posix() for p in written["label_maps"]],
         "dicom_seg": [p.relative_to(out).as_posix() for p in written["dicom_seg"]],
         "dicom_sr": None if written["dicom_sr"] is None else written["dicom_sr"].relative_to(out).as_posix(),
+        "report_html": None if written["report_html"] is None else REPORT_FILE,
         "not_written": not_written,
     }
     (out / ANALYSIS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False), encoding="utf-8")
@@ -123,7 +127,7 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
 def _remove_previous(out: Path) -> None:
     if not out.is_dir():
         return
-    for name in (ANALYSIS_FILE, CSV_FILE):
+    for name in (ANALYSIS_FILE, CSV_FILE, REPORT_FILE):
         (out / name).unlink(missing_ok=True)
     for name in (LABELS_DIR, DICOM_DIR):
         if (out / name).is_dir():
@@ -177,4 +181,14 @@ def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Pa
     except Exception as error:  # the SR must not cost the other outputs
         log.exception("DICOM SR not written")
         not_written.append(f"DICOM SR: {error}")
+        return None
+
+
+def _write_report(analysis: StudyAnalysis, out: Path, not_written: list[str]) -> Path | None:
+    try:
+        return write_html_report(analysis, out)
+    except Exception as error:  # the report must not cost the other outputs
+        log.exception("HTML report not written")
+        (out / REPORT_FILE).unlink(missing_ok=True)  # no half-written page
+        not_written.append(f"HTML report: {type(error).__name__}: {error}")
         return None
