@@ -54,7 +54,6 @@ MEASURED = [
     ("ResNet50 baseline, same training (CPU)", "comparison", "ResNet50 baseline"),
     ("myopari ACDC / EMIDEC model (ONNX)", "comparison", "myopari (ONNX)"),
 ]
-FEW_SHOT = (1, 5, 20)
 
 
 def load_result(root: Path, run: str, source: str, task: str, method: str | None = None) -> dict | None:
@@ -117,9 +116,16 @@ def _steps(root: Path, run: str) -> str:
 
 
 def pretraining_table(root: Path) -> list[str]:
+    """Full data, then every few-shot pair ``fewshot_<N>_dino[<suffix>]`` / ``fewshot_<N>_scratch[<suffix>]``
+    (a suffix marks a variant, e.g. more steps), by N then steps."""
     lines = ["| training data (seg_sax_cine) | steps | from the DINO encoder | from scratch |", "|---|---|---|---|"]
     rows = [("all (ACDC + synthetic train split)", "cmrfoundation", "scratch")]
-    rows += [(f"{n} ACDC patient{'s' if n > 1 else ''}", f"fewshot_{n}_dino", f"fewshot_{n}_scratch") for n in FEW_SHOT]
+    few_shot = []
+    for folder in root.glob("fewshot_*_dino*"):
+        n, suffix = folder.name.split("_dino", 1)[0].split("_")[1], folder.name.split("_dino", 1)[1]
+        few_shot.append((int(n), _steps(root, folder.name), folder.name, f"fewshot_{n}_scratch{suffix}"))
+    for n, steps, pretrained, scratch in sorted(few_shot, key=lambda row: (row[0], int(row[1]) if row[1].isdigit() else 0)):
+        rows.append((f"{n} ACDC patient{'s' if n > 1 else ''}", pretrained, scratch))
     for label, pretrained, scratch in rows:
         lines.append(f"| {label} | {_steps(root, pretrained)} | {_sax_dice(load_result(root, pretrained, 'acdc', 'seg_sax_cine'))} "
                      f"| {_sax_dice(load_result(root, scratch, 'acdc', 'seg_sax_cine'))} |")
