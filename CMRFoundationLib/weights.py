@@ -265,15 +265,15 @@ def _inside_folder(folder: Path, relative: str, manifest_path: Path) -> Path:
     return folder / candidate
 
 
-def _json_ready(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """``value`` with numpy scalars and arrays as plain numbers and lists, tuples as lists,
     paths as strings and NaN/inf as null (strict JSON has no NaN)."""
     if isinstance(value, Mapping):
-        return {str(key): _json_ready(item) for key, item in value.items()}
+        return {str(key): json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
+        return [json_ready(item) for item in value]
     if hasattr(value, "tolist") and type(value).__module__ == "numpy":
-        return _json_ready(value.tolist())
+        return json_ready(value.tolist())
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, float) and not math.isfinite(value):
@@ -283,7 +283,7 @@ def _json_ready(value: Any) -> Any:
 
 def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     try:
-        text = json.dumps(_json_ready(manifest), indent=2, allow_nan=False)
+        text = json.dumps(json_ready(manifest), indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"the manifest {path} cannot be written as JSON: {error}") from None
     _atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))

@@ -73,6 +73,7 @@ from CMRFoundationLib.analysis.geometry import (  # noqa: E402
 from CMRFoundationLib.measurements import aha_segments, guess_basal_end, lge_extent, map_values, ventricular_function  # noqa: E402
 from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters  # noqa: E402
 from CMRFoundationLib.synthetic.study import load_label_map, load_truth  # noqa: E402
+from CMRFoundationLib.weights import json_ready  # noqa: E402
 
 # Phantom label values (synthetic/phantom.LABEL_NAMES).
 LV_BLOOD, LV_MYO, RV_BLOOD = 1, (2, 8, 9), 3
@@ -785,18 +786,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--synthetic-root", default="/tmp/syncache", help="folder of seed_NNNN studies (default /tmp/syncache)")
@@ -861,7 +850,7 @@ def main(argv=None) -> int:
     result["seconds"] = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(_jsonable(result), indent=1))
+    (out / f"{args.name}.json").write_text(json.dumps(json_ready(result), indent=1))
     if records:
         (out / f"{args.name}.md").write_text(markdown(result))
         print(markdown(result).split("## Per study")[0])
