@@ -12,7 +12,8 @@ functions are also run on the TRUTH labels ("oracle segmentation" rows), so the 
 separates what the measurement code does from what the models do:
 
 - function: LV/RV EDV, ESV, EF, LV mass, ED/ES frames. Oracle: ``ventricular_function``
-  on the truth cine labels (LV myocardium = truth labels 2, 8, 9).
+  on the truth cine labels (LV myocardium = truth labels 2, 8, 9), with the valve planes
+  and apex found by the pipeline's own ``valve_planes`` on the truth 4-chamber labels.
 - RV insertion points on the short-axis cine at the truth ED frame, per slice, in mm
   (3D distance in LPS). Oracle: the points derived from the truth labels by
   ``cmrtrain.data.rv_insertion`` (the rule that makes the model's training targets).
@@ -24,6 +25,8 @@ separates what the measurement code does from what the models do:
   the truth, and the n-SD extent (% of LV myocardium) against the truth infarct
   fraction of the myocardium (phantom volumes at ED, infarct + MVO over myocardium);
   per segment against the infarct fraction of each truth segment on the LGE stack.
+  The oracle applies the pipeline's partial-volume guards (``lge_partial_volume_slices``
+  with the truth 4-chamber labels, small islands and blood-border rims dropped).
 - T1 (native) / T2 maps: global and segmental means against the truth. Truth per
   segment = the mean of the noise-free tissue values of the patient (study.json
   ``map_values_ms``: myocardium, infarct, MVO) over the truth myocardium pixels (labels
@@ -70,13 +73,20 @@ from CMRFoundationLib.analysis.geometry import (  # noqa: E402
     basal_end_along,
     carried_insertion_points,
 )
+from CMRFoundationLib.analysis.parts import (  # noqa: E402
+    LGE_MIN_ISLAND_PIXELS,
+    FourChamberState,
+    lge_partial_volume_slices,
+    valve_planes,
+)
 from CMRFoundationLib.measurements import aha_segments, guess_basal_end, lge_extent, map_values, ventricular_function  # noqa: E402
 from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters  # noqa: E402
 from CMRFoundationLib.synthetic.study import load_label_map, load_truth  # noqa: E402
+from CMRFoundationLib.tasks import get_task  # noqa: E402
 from CMRFoundationLib.weights import json_ready  # noqa: E402
 
 # Phantom label values (synthetic/phantom.LABEL_NAMES).
-LV_BLOOD, LV_MYO, RV_BLOOD = 1, (2, 8, 9), 3
+LV_BLOOD, LV_MYO, RV_BLOOD, LA_BLOOD, RA_BLOOD = 1, (2, 8, 9), 3, 5, 6
 SCAR = (8, 9)
 
 # Criteria: the issue's numbers; AHA and LGE extent thresholds are ours (see the report).
@@ -253,9 +263,10 @@ def evaluate_study(folder: Path, options: AnalysisOptions, log=print) -> dict:
     oracle: dict = {}
 
     # Which series the truth says each part should read, and which the analysis chose.
-    series = {"cine_sax": _truth_series(truth, "cine", "sax"), "lge_sax": _truth_series(truth, "lge"),
+    series = {"cine_sax": _truth_series(truth, "cine", "sax"), "cine_4ch": _truth_series(truth, "cine", "4ch"),
+              "lge_sax": _truth_series(truth, "lge"),
               "t1_map": _truth_series(truth, "t1", sequence="t1_native"), "t2_map": _truth_series(truth, "t2")}
-    chosen = {"cine_sax": parts["function"].series, "lge_sax": parts["lge_extent"].series,
+    chosen = {"cine_sax": parts["function"].series, "cine_4ch": parts["atria"].series, "lge_sax": parts["lge_extent"].series,
               "t1_map": parts["t1_map"].series, "t2_map": parts["t2_map"].series}
     selection = {role: {"truth": _key(s["number"]), "chosen": chosen[role], "right": chosen[role] == _key(s["number"])}
                  for role, s in series.items()}
@@ -274,9 +285,19 @@ def evaluate_study(folder: Path, options: AnalysisOptions, log=print) -> dict:
     true_numbers = {"lv_edv": truth["lv"]["edv_ml"], "lv_esv": truth["lv"]["esv_ml"], "lv_ef": 100 * truth["lv"]["ef"],
                     "rv_edv": truth["rv"]["edv_ml"], "rv_esv": truth["rv"]["esv_ml"], "rv_ef": 100 * truth["rv"]["ef"],
                     "lv_mass": truth["lv"]["mass_g"], "ed_frame": t_ed, "es_frame": t_es}
+    # The oracle's 4-chamber segmentation: the truth labels in seg_4ch_cine's label order.
+    four_task = get_task("seg_4ch_cine").labels
+    truth_4ch = np.zeros(labels["cine_4ch"].shape[1:], np.uint8)  # the one plane: [frames, rows, cols]
+    for phantom_values, name in ((LV_BLOOD, "lv_blood_pool"), (LV_MYO, "lv_myocardium"), (LA_BLOOD, "la_blood_pool"),
+                                 (RA_BLOOD, "ra_blood_pool")):
+        truth_4ch[np.isin(labels["cine_4ch"][0], phantom_values)] = four_task.index(name)
+    oracle_four = FourChamberState(stacks["cine_4ch"], 0, truth_4ch, four_task)
+    oracle_long_axis, oracle_long_axis_how = valve_planes(oracle_four, cine)
     oracle_function = ventricular_function(cine_labels, cine.ijk_to_lps, slice_positions=cine.slice_positions,
-                                           lv_blood=LV_BLOOD, lv_myocardium=LV_MYO, rv_blood=RV_BLOOD)
+                                           lv_blood=LV_BLOOD, lv_myocardium=LV_MYO, rv_blood=RV_BLOOD,
+                                           long_axis=oracle_long_axis)
     oracle["function"] = _function_numbers(oracle_function)
+    oracle["function"]["long_axis"] = oracle_long_axis_how["method"]
     # How much LV the most basal LV slice's slab holds: Simpson's rule counts it whole or not at all.
     from CMRFoundationLib.measurements.volumes import pixel_area_mm2, slice_thicknesses
 
@@ -367,10 +388,15 @@ def evaluate_study(folder: Path, options: AnalysisOptions, log=print) -> dict:
                              for n in lge_truth_aha.present_segments}}
     oracle_lge_aha, oracle_lge_how = _oracle_aha_on(oracle_reference, lge, lge_labels)
     if oracle_lge_aha is not None:
+        # The same partial-volume guards as the pipeline's LGE part.
+        myo_labels = np.where(np.isin(lge_labels, LV_MYO), 2, np.where(lge_labels == LV_BLOOD, 1, 0))
+        excluded = lge_partial_volume_slices(oracle_four, lge, myo_labels, 1, 2)
         extent = lge_extent(lge.pixels[:, 0], lge_labels, lge.ijk_to_lps, oracle_lge_aha, lv_myocardium=LV_MYO,
-                            n_sd=options.lge_n_sd, slice_positions=lge.slice_positions)
+                            n_sd=options.lge_n_sd, slice_positions=lge.slice_positions, excluded_slices=sorted(excluded),
+                            min_component_pixels=LGE_MIN_ISLAND_PIXELS, blood_pool=LV_BLOOD, drop_border_rims=True)
         oracle["lge"] = {"present_nsd": extent.lge_present, "extent_percent": extent.enhanced_percent,
-                         "segments": extent.by_segment(), "remote_segment": extent.remote_segment}
+                         "segments": extent.by_segment(), "remote_segment": extent.remote_segment,
+                         "excluded_slices": sorted(excluded)}
     else:
         oracle["lge"] = {"error": oracle_lge_how}
     lp, pp = parts["lge_extent"], parts["lge_presence"]
@@ -379,6 +405,7 @@ def evaluate_study(folder: Path, options: AnalysisOptions, log=print) -> dict:
         "extent_percent": analysis.value("lge_extent") if lp.status == "ok" else None,
         "segments": {s["segment"]: s["enhanced_percent"] for s in lp.results["extent"]["segments"]} if lp.status == "ok" else {},
         "remote_segment": lp.results["extent"]["remote_segment"] if lp.status == "ok" else None,
+        "excluded_slices": sorted(int(k) for k in lp.results["excluded_slices"]) if lp.status == "ok" else None,
         "present_model": (pp.results["class"] == "present") if pp.status == "ok" else None,
         "present_model_p": pp.results["probabilities"]["present"] if pp.status == "ok" else None,
         "status": {"lge_extent": lp.status, "lge_presence": pp.status},
@@ -645,7 +672,10 @@ def markdown(result: dict) -> str:
     lines += ["", "Mean / worst are of absolute errors over the studies (volumes: over the four volumes of every study; "
               "maps: the worst segment of each study; AHA: agreement, worst = lowest).", "",
               "Definitions. Truth volumes, EF and mass are the phantom's exact (continuous) values at the truth ED/ES frames; "
-              "the measurements use Simpson's rule on the short-axis slices. Insertion points: 3D distance to the truth point "
+              "the measurements use Simpson's rule on the short-axis slices with the end slabs clipped to the valve planes "
+              "and apex found on the 4-chamber cine (measurements/long_axis.py). LGE leaves out slices whose slab mixes "
+              "myocardium with blood (apical tip, basal cap, past the mitral plane), islands under 5 pixels and "
+              "one-pixel rims on the blood border. Insertion points: 3D distance to the truth point "
               "of the same slice at the truth ED frame; a truth point without a measured one fails the study ('missed'); "
               "points on slices where the truth has none ('extra') are listed, not failed. The issue gives no number for "
               f"\"AHA segments assigned right\" and \"LGE extent right\": we use pixel agreement >= {AHA_AGREEMENT:.0%} with "
@@ -685,8 +715,9 @@ def markdown(result: dict) -> str:
             f"{tf['ed_frame']}/{tf['es_frame']} | {_fmt(dice.get('lv_ed'), 2)}/{_fmt(dice.get('myo_ed'), 2)}/{_fmt(dice.get('rv_ed'), 2)} | "
             f"{r['seconds']:.1f} |")
 
-    lines += ["", "Oracle LV volume errors against the LV volume in the slab of the most basal LV slice (Simpson's rule counts "
-              "that slab whole or not at all, so the basal plane alone can move a volume by up to about half of it):", "",
+    lines += ["", "Oracle LV volume errors against the LV volume in the slab of the most basal LV slice (Simpson's rule alone "
+              "counts that slab whole or not at all, so without the valve plane the basal plane alone can move a volume by "
+              "up to about half of it):", "",
               "| seed | SAX slice spacing mm | oracle LV EDV err mL | basal slab at ED mL | oracle LV ESV err mL | basal slab at ES mL |",
               "|---|---:|---:|---:|---:|---:|"]
     for r in records:

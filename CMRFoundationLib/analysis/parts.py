@@ -2,7 +2,8 @@
 
 A part raises PartSkipped when something it needs is absent (an earlier part, a model),
 and any other exception when it fails; the pipeline records either and goes on. Later
-parts borrow from earlier ones through ``Context.shared``: the short-axis cine's labels,
+parts borrow from earlier ones through ``Context.shared``: the 4-chamber segmentation
+(valve planes for the short-axis volumes), the short-axis cine's labels,
 ED/ES frames, base direction and insertion points (see geometry.py for why the LGE and
 map stacks take the cine's insertion points), and the LGE segmentation.
 """
@@ -17,23 +18,39 @@ import numpy as np
 from ..inference import MIN_LANDMARK_CONFIDENCE
 from ..measurements import (
     AHA_SEGMENT_NAMES,
+    LongAxisBounds,
     aha_segments,
     atria_over_cine,
     guess_basal_end,
+    cycle_fractions,
     lge_extent,
+    long_axis_bounds,
     map_values,
+    matching_frames,
     segmental_wall_thickness,
     ventricular_function,
 )
-from ..measurements.volumes import pixel_area_mm2
+from ..measurements.volumes import pixel_area_mm2, slice_depths_mm, slice_thicknesses
 from ..stack import ImageStack
 from ..task_inputs import cardiac_levels
 from ..tasks import get_task
 from . import results as r
 from .classify import LOW_CONFIDENCE as LOW_CLASS_CONFIDENCE
-from .geometry import SaxReference, base_direction, basal_end_along, carried_insertion_points, one_frame
+from .geometry import (
+    SaxReference,
+    basal_end_along,
+    base_direction,
+    carried_insertion_points,
+    one_frame,
+    plane_angle_deg,
+)
 from .predictors import ModelUnavailable, Predictors
 from .results import LabelMap, PartResult
+
+# Enhanced islands smaller than this (8-connected, per slice) are noise: about 10 mm^2 at 1.4 mm pixels.
+LGE_MIN_ISLAND_PIXELS = 5
+# A 4-chamber plane must contain the long axis, i.e. stand near-perpendicular to the short axis.
+LONG_AXIS_MIN_DEG = 60.0
 
 AHA_LABEL_NAMES = ("background", *(f"AHA {n} {name}" for n, name in AHA_SEGMENT_NAMES.items()))
 
@@ -56,7 +73,31 @@ class SaxState:
 
 
 @dataclass
+class FourChamberState:
+    """The 4-chamber cine's segmentation, for the valve planes of the short-axis volumes."""
+
+    stack: ImageStack
+    plane_index: int
+    labels: np.ndarray  # seg_4ch_cine labels of the measured plane [frames, rows, cols]
+    label_names: tuple[str, ...]
+
+    def bounds_along(self, normal: np.ndarray) -> LongAxisBounds:
+        """Valve planes and apices of every 4-chamber frame, as depths along a short-axis ``normal``."""
+        lv, myo, la, ra = indices(self.label_names, "lv_blood_pool", "lv_myocardium", "la_blood_pool", "ra_blood_pool")
+        plane_m = self.stack.ijk_to_lps.copy()
+        plane_m[:3, 3] = self.stack.slice_origins_lps()[self.plane_index]
+        return long_axis_bounds(self.labels, plane_m, normal, lv_blood=lv, lv_myocardium=myo, la_blood=la, ra_blood=ra)
+
+    @property
+    def ed_frame(self) -> int:
+        """The frame of largest LV area."""
+        lv = self.label_names.index("lv_blood_pool")
+        return int(np.argmax((self.labels == lv).sum(axis=(1, 2))))
+
+
+@dataclass
 class Shared:
+    four_chamber: FourChamberState | None = None
     sax: SaxState | None = None
     lge_labels: np.ndarray | None = None  # seg_lge labels [slices, 1, rows, cols]
     lge_present_by_extent: bool | None = None
@@ -98,10 +139,17 @@ def ventricular_function_part(ctx: Context, part: PartResult, stack: ImageStack)
     height_cm, weight_kg = body_size(stack)
     if height_cm is None or weight_kg is None:
         part.notes.append("patient height or weight missing from the header: values are not indexed to BSA")
+    long_axis, long_axis_json = valve_planes(ctx.shared.four_chamber, stack)
+    part.notes.append(long_axis_json["method"])
     function = ventricular_function(labels, stack.ijk_to_lps, slice_positions=stack.slice_positions, lv_blood=lv,
-                                    lv_myocardium=myo, rv_blood=rv, height_cm=height_cm, weight_kg=weight_kg)
+                                    lv_myocardium=myo, rv_blood=rv, height_cm=height_cm, weight_kg=weight_kg,
+                                    long_axis=long_axis)
     part.results = function.to_dict()
     part.notes += function.warnings
+    if long_axis is not None:
+        long_axis_json["ed"] = long_axis.frame(function.ed_frame)
+        long_axis_json["es"] = None if function.es_frame is None else long_axis.frame(function.es_frame)
+    part.results["long_axis"] = long_axis_json
     flag_slices_without_lv(ctx, part, labels == lv)
 
     basal_end = reference = None
@@ -182,6 +230,7 @@ def atria_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     if stack.n_slices > 1:
         part.notes.append(f"{stack.n_slices} slices: the middle one (slice {plane_index}) is measured")
     plane = prediction.labels[plane_index]  # [frames, rows, cols]
+    ctx.shared.four_chamber = FourChamberState(stack, plane_index, plane, prediction.task.labels)
     atria = atria_over_cine(plane, stack.spacing, la=la, ra=ra, lv=lv)
     lv_area_cm2 = (plane == lv).sum(axis=(1, 2)) * pixel_area_mm2(stack.ijk_to_lps) / 100
     ed, es = int(np.argmax(lv_area_cm2)), int(np.argmin(lv_area_cm2))
@@ -213,11 +262,17 @@ def lge_extent_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     aha, how = segments_on(ctx, part, stack, labels, lv, myo)
     if aha is None:
         raise ValueError(f"AHA segments cannot be placed, so there is no remote myocardium: {how}")
+    excluded = lge_partial_volume_slices(ctx.shared.four_chamber, stack, labels, lv, myo)
+    for k, why in excluded.items():
+        part.notes.append(f"slice {k} left out of the LGE quantification: {why}")
     extent = lge_extent(stack.pixels[:, 0], labels, stack.ijk_to_lps, aha, lv_myocardium=myo, n_sd=ctx.lge_n_sd,
-                        slice_positions=stack.slice_positions)
+                        slice_positions=stack.slice_positions, excluded_slices=sorted(excluded),
+                        min_component_pixels=LGE_MIN_ISLAND_PIXELS, blood_pool=lv, drop_border_rims=True)
     ctx.shared.lge_present_by_extent = extent.lge_present
     part.notes += extent.warnings
-    part.results = {"insertion_points_source": how, "aha": aha.to_dict(), "extent": extent.to_dict()}
+    part.results = {"insertion_points_source": how, "aha": aha.to_dict(), "extent": extent.to_dict(),
+                    "excluded_slices": {str(k): why for k, why in sorted(excluded.items())},
+                    "min_island_pixels": LGE_MIN_ISLAND_PIXELS, "border_rims_dropped": True}
     method = f"{extent.n_sd:g}-SD above remote myocardium"
     part.measure("lge_extent", extent.enhanced_percent, "%", method=method)
     part.measure("lge_volume", extent.enhanced_ml, "ml", method=method)
@@ -229,6 +284,39 @@ def lge_extent_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     names = (*prediction.task.labels, "enhanced_myocardium")
     part.label_maps.append(LabelMap(prediction.task.name, with_scar, names, seg_frames=[0]))
     part.label_maps.append(LabelMap("aha_segments", aha.segments[:, None], AHA_LABEL_NAMES))
+
+
+def lge_partial_volume_slices(
+    four: FourChamberState | None, stack: ImageStack, labels: np.ndarray, lv: int, myo: int
+) -> dict[int, str]:
+    """LGE slices whose slab mixes myocardium with bright blood beyond it, and why (see lge.py).
+
+    * a slice with myocardium but no LV blood pool is a cap: the apex's tip or a slice
+      grazing the base, its slab holding cavity or atrial blood above or below;
+    * with the 4-chamber cine, a slice whose slab reaches past the mitral plane (at the
+      4-chamber end-diastole: LGE is triggered in diastole) holds atrial blood.
+    """
+    excluded: dict[int, str] = {}
+    has_myo = (labels == myo).any(axis=(1, 2))
+    has_blood = (labels == lv).any(axis=(1, 2))
+    for k in np.flatnonzero(has_myo & ~has_blood):
+        excluded[int(k)] = "myocardium without LV blood pool (apical tip or basal cap): partial volume with blood"
+    if four is None or plane_angle_deg(four.stack, stack) < LONG_AXIS_MIN_DEG:
+        return excluded
+    bounds = four.bounds_along(stack.normal)
+    mitral, apex = float(bounds.mitral_mm[four.ed_frame]), float(bounds.lv_apex_mm[four.ed_frame])
+    if not (np.isfinite(mitral) and np.isfinite(apex)):
+        return excluded
+    towards_base = 1.0 if mitral > apex else -1.0
+    depths = slice_depths_mm(stack.n_slices, stack.ijk_to_lps, stack.slice_positions)
+    half_slab = slice_thicknesses(stack.n_slices, stack.ijk_to_lps, stack.slice_positions) / 2
+    if stack.info.slice_thickness:
+        half_slab = np.full(stack.n_slices, stack.info.slice_thickness / 2)
+    for k in np.flatnonzero(has_myo):
+        if (depths[k] - mitral) * towards_base + half_slab[k] > 0 and int(k) not in excluded:
+            excluded[int(k)] = (f"its slab reaches {(depths[k] - mitral) * towards_base + half_slab[k]:.1f} mm past the "
+                                f"mitral plane of the 4-chamber cine: partial volume with atrial blood")
+    return excluded
 
 
 def lge_presence_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
@@ -308,6 +396,38 @@ def segments_on(ctx: Context, part: PartResult, stack: ImageStack, labels: np.nd
     return aha, f"{how}; base {base_how} ({basal_end} slice end)"
 
 
+def valve_planes(four: FourChamberState | None, sax: ImageStack) -> tuple[LongAxisBounds | None, dict]:
+    """Valve planes and apices per short-axis frame from the 4-chamber segmentation, and how, for the results.
+
+    None (Simpson's rule with whole slabs) when there is no 4-chamber segmentation, its
+    plane is not a long-axis plane of this stack, or it finds no mitral plane near the
+    short-axis stack (a different breath-hold position would move every slab).
+    """
+    simpson = "Simpson's rule, every short-axis slab counted whole"
+    if four is None:
+        return None, {"method": f"{simpson}: no 4-chamber cine segmentation for the valve planes"}
+    angle = plane_angle_deg(four.stack, sax)
+    if angle < LONG_AXIS_MIN_DEG:
+        return None, {"method": f"{simpson}: the 4-chamber plane is only {angle:.0f} degrees from the short axis"}
+    bounds = four.bounds_along(sax.normal)
+    frames = matching_frames(cycle_fractions(sax.n_frames, sax.frame_times),
+                             cycle_fractions(four.stack.n_frames, four.stack.frame_times))
+    bounds = bounds.for_frames(frames)
+    depths = slice_depths_mm(sax.n_slices, sax.ijk_to_lps, sax.slice_positions)
+    reach = float(np.median(np.abs(np.diff(depths)))) if sax.n_slices > 1 else float(sax.spacing[2])
+    mitral = bounds.mitral_mm[np.isfinite(bounds.mitral_mm)]
+    if mitral.size == 0:
+        return None, {"method": f"{simpson}: no mitral plane found on the 4-chamber cine", "warnings": bounds.warnings}
+    if not (depths.min() - reach <= np.median(mitral) <= depths.max() + reach):
+        return None, {"method": f"{simpson}: the mitral plane of the 4-chamber cine lies outside the short-axis stack "
+                                f"(more than one slice beyond it)"}
+    return bounds, {"method": "Simpson's rule with the end slabs clipped to the mitral and tricuspid planes and the "
+                              f"apex found on the 4-chamber cine (series {four.stack.info.series_number})",
+                    "depth_axis": "mm along the short-axis slice normal",
+                    "slice_depths_mm": [round(float(d), 2) for d in depths],
+                    "four_chamber_frame_of_sax_frame": [int(f) for f in frames], "warnings": bounds.warnings}
+
+
 def body_size(stack: ImageStack) -> tuple[float | None, float | None]:
     """(height cm, weight kg) from the header, None where absent or zero."""
     info = stack.info
@@ -366,11 +486,12 @@ class PartSpec:
     run: Callable[[Context, PartResult, ImageStack], None]
 
 
+# In this order: the atria part's 4-chamber segmentation gives the function part its valve planes.
 PARTS = (
+    PartSpec("atria", "Atria (4-chamber)", "cine_4ch", atria_part),
     PartSpec("function", "Ventricular function", "cine_sax", ventricular_function_part),
     PartSpec("myocardial_segments", "AHA segments and wall thickness", "cine_sax", myocardial_segments_part),
     PartSpec("disease", "Disease class", "cine_sax", disease_part),
-    PartSpec("atria", "Atria (4-chamber)", "cine_4ch", atria_part),
     PartSpec("lge_extent", "LGE extent", "lge_sax", lge_extent_part),
     PartSpec("lge_presence", "LGE presence", "lge_sax", lge_presence_part),
     PartSpec("t1_map", "T1 map", "t1_map", map_part("t1")),

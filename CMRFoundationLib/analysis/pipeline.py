@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 ProgressCallback = Callable[[str, float, str], None]
 
 # Relative duration of each phase, for the overall fraction done.
-PHASE_WEIGHTS = {"read": 1.0, "classify": 2.0, "select": 0.1, "function": 2.0, "myocardial_segments": 0.7,
-                 "disease": 0.2, "atria": 0.5, "lge_extent": 0.7, "lge_presence": 0.2, "t1_map": 0.3, "t2_map": 0.3}
+# In the order the phases run (parts in PARTS order).
+PHASE_WEIGHTS = {"read": 1.0, "classify": 2.0, "select": 0.1, "atria": 0.5, "function": 2.0, "myocardial_segments": 0.7,
+                 "disease": 0.2, "lge_extent": 0.7, "lge_presence": 0.2, "t1_map": 0.3, "t2_map": 0.3}
 
 
 class Cancelled(Exception):

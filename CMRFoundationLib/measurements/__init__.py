@@ -19,6 +19,7 @@ from .aha import (
     slice_levels,
 )
 from .atria import AtriaCine, AtriumCine, AtriumMeasures, area_length_volume_ml, atria_over_cine, atrium_measures
+from .long_axis import LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames
 from .lge import LgeExtent, drop_small_components, lge_extent
 from .mapping import MapValues, RegionValues, erode_in_plane, map_values
 from .volumes import (
@@ -40,6 +41,7 @@ __all__ = [
     "AtriumCine",
     "AtriumMeasures",
     "LgeExtent",
+    "LongAxisBounds",
     "MapValues",
     "PlaneGeometry",
     "RegionValues",
@@ -51,13 +53,16 @@ __all__ = [
     "area_length_volume_ml",
     "atria_over_cine",
     "atrium_measures",
+    "cycle_fractions",
     "drop_small_components",
     "erode_in_plane",
     "function_from_volume_curves",
     "guess_basal_end",
     "label_volumes_ml",
     "lge_extent",
+    "long_axis_bounds",
     "map_values",
+    "matching_frames",
     "mosteller_bsa_m2",
     "segmental_wall_thickness",
     "slice_levels",

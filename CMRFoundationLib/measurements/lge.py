@@ -6,6 +6,16 @@ nulled healthy myocardium is the darkest tissue in an LGE image, and a whole seg
 is large enough for a stable mean and SD. Enhanced myocardium is myocardium brighter
 than mean_remote + n x SD_remote (n = 5 by default; 2 to 6 are used in practice).
 Volumes use the slabs of ``volumes.slice_thicknesses``, so percentages are of volume.
+
+Blood is as bright as scar on LGE, so partial volume with blood is the method's main
+source of false enhancement. Two guards, both optional:
+
+* ``excluded_slices``: slices left out of the quantification altogether, e.g. a basal
+  slice whose slab reaches into the atrium or an apical cap slice whose slab holds the
+  cavity's tip (the caller knows the anatomy; see analysis/parts.py);
+* ``blood_pool`` + ``drop_border_rims``: enhanced islands lying wholly on the border with
+  the blood pool (one pixel deep) are partial volume, not scar; subendocardial scar
+  reaches deeper than one pixel.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .aha import AHA_SEGMENT_NAMES, AhaSegmentation
+from .masks import dilate_in_plane
 from .volumes import Label, label_mask, pixel_area_mm2, slice_thicknesses, task_label
 
 LGE_LV_MYOCARDIUM = task_label("seg_lge", "lv_myocardium")
@@ -93,12 +104,16 @@ def lge_extent(
     min_component_pixels: int = 0,
     presence_cutoff_percent: float = 1.0,
     slice_positions: Sequence[float] | None = None,
+    excluded_slices: Sequence[int] = (),
+    blood_pool: Label | None = None,
+    drop_border_rims: bool = False,
 ) -> LgeExtent:
     """Enhanced myocardium of one LGE frame (``image`` and ``labels`` ``[slices, rows, cols]``).
 
     ``aha`` gives the per-segment report and the remote segment; without it a
     ``remote_mask`` is needed. ``min_component_pixels`` > 0 drops enhanced islands
     smaller than that (8-connected, per slice), which are mostly noise.
+    ``excluded_slices``, ``blood_pool`` and ``drop_border_rims``: see the module docstring.
     LGE is called present when the enhanced percent exceeds ``presence_cutoff_percent``.
     """
     image = np.asarray(image, dtype=float)
@@ -106,8 +121,9 @@ def lge_extent(
     if image.shape != labels.shape or image.ndim != 3:
         raise ValueError(f"image and labels must both be [slices, rows, cols]; got {image.shape} and {labels.shape}")
     myocardium = label_mask(labels, lv_myocardium)
+    myocardium[list(excluded_slices)] = False
     if not myocardium.any():
-        raise ValueError("no LV myocardium in the label map")
+        raise ValueError("no LV myocardium in the label map" + (" outside the excluded slices" if len(excluded_slices) else ""))
     segments = None
     if aha is not None:
         segments = np.asarray(aha.segments)
@@ -134,6 +150,10 @@ def lge_extent(
     enhanced = myocardium & (image > threshold)
     if min_component_pixels > 0:
         enhanced = drop_small_components(enhanced, min_component_pixels)
+    if drop_border_rims:
+        if blood_pool is None:
+            raise ValueError("drop_border_rims needs the blood_pool label")
+        enhanced = drop_border_rims_of(enhanced, label_mask(labels, blood_pool))
 
     voxel_ml = slice_thicknesses(labels.shape[0], ijk_to_lps, slice_positions) * pixel_area_mm2(ijk_to_lps) / 1000
 
@@ -201,6 +221,18 @@ def drop_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
         big = sizes >= min_pixels
         big[0] = False
         kept[k] = big[components]
+    return kept
+
+
+def drop_border_rims_of(enhanced: np.ndarray, blood: np.ndarray) -> np.ndarray:
+    """``enhanced`` without the islands (8-connected, per slice) whose every pixel touches ``blood``."""
+    kept = np.zeros_like(enhanced, dtype=bool)
+    for k, plane in enumerate(np.asarray(enhanced, dtype=bool)):
+        if not plane.any():
+            continue
+        components = label_components_2d(plane)
+        off_border = components[plane & ~dilate_in_plane(blood[k])]
+        kept[k] = plane & np.isin(components, np.unique(off_border))
     return kept
 
 

@@ -11,16 +11,23 @@ Which slab a slice represents (``slice_thicknesses``):
 * irregular ``slice_positions``: each slice reaches half-way to each neighbour, and an
   end slice reaches as far outwards as inwards, i.e. its thickness is the gap to its
   only neighbour. For a regular stack this gives the spacing again.
+
+With the valve planes and apex from a long-axis cine (``long_axis.py``) the slabs at the
+two ends are clipped to them (``base_mm`` / ``apex_mm``, depths along the slice normal).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..tasks import get_task
+
+if TYPE_CHECKING:
+    from .long_axis import LongAxisBounds
 
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 
@@ -79,16 +86,108 @@ def slice_thicknesses(n_slices: int, ijk_to_lps: np.ndarray, slice_positions: Se
     return thickness
 
 
+def slice_depths_mm(n_slices: int, ijk_to_lps: np.ndarray, slice_positions: Sequence[float] | None = None) -> np.ndarray:
+    """Position of every slice along the unit slice normal (row x column direction), mm from the LPS origin."""
+    if slice_positions is not None:
+        return np.asarray(slice_positions, dtype=float)
+    m = np.asarray(ijk_to_lps, dtype=float)
+    normal = np.cross(m[:3, 0], m[:3, 1])
+    normal /= np.linalg.norm(normal)
+    return float(m[:3, 3] @ normal) + np.arange(n_slices) * float(m[:3, 2] @ normal)
+
+
 def label_volumes_ml(
-    labels: np.ndarray, label: Label, ijk_to_lps: np.ndarray, slice_positions: Sequence[float] | None = None
+    labels: np.ndarray,
+    label: Label,
+    ijk_to_lps: np.ndarray,
+    slice_positions: Sequence[float] | None = None,
+    *,
+    base_mm: Sequence[float | None] | None = None,
+    apex_mm: Sequence[float | None] | None = None,
 ) -> np.ndarray:
-    """Volume (mL) of a label in every frame of a ``[slices, frames, rows, cols]`` label map."""
+    """Volume (mL) of a label in every frame of a ``[slices, frames, rows, cols]`` label map.
+
+    ``base_mm`` / ``apex_mm``: per frame, the depth (along the slice normal, as
+    ``slice_depths_mm``) of the valve plane and of the apex; None entries keep Simpson's ends.
+    """
     labels = np.asarray(labels)
     if labels.ndim != 4:
         raise ValueError(f"labels must be [slices, frames, rows, cols], got shape {labels.shape}")
     pixels_per_slice = label_mask(labels, label).sum(axis=(2, 3))  # [slices, frames]
-    voxel_ml = slice_thicknesses(labels.shape[0], ijk_to_lps, slice_positions) * pixel_area_mm2(ijk_to_lps) / 1000
-    return voxel_ml @ pixels_per_slice
+    n_slices, n_frames = pixels_per_slice.shape
+    slab = slice_thicknesses(n_slices, ijk_to_lps, slice_positions)
+    pixel_ml = pixel_area_mm2(ijk_to_lps) / 1000
+    if base_mm is None and apex_mm is None:
+        return (slab * pixel_ml) @ pixels_per_slice
+    depth = slice_depths_mm(n_slices, ijk_to_lps, slice_positions)
+    volumes = np.empty(n_frames)
+    for f in range(n_frames):
+        clipped = clipped_slab_mm(pixels_per_slice[:, f] > 0, depth, slab, _at(base_mm, f), _at(apex_mm, f))
+        volumes[f] = (clipped * pixel_ml) @ pixels_per_slice[:, f]
+    return volumes
+
+
+def clipped_slab_mm(
+    present: np.ndarray,
+    slice_depth_mm: np.ndarray,
+    slab_mm: np.ndarray,
+    base_mm: float | None,
+    apex_mm: float | None,
+) -> np.ndarray:
+    """Thickness each short-axis slice stands for once the slabs end at the valve plane and the apex.
+
+    Each slab is clipped where the plane cuts it, extended when the plane lies beyond the
+    outermost slice that shows the structure (the stack did not reach it), and zero for
+    slices beyond the plane (atrium, not ventricle). Towards the apex an extension counts
+    half, as a ventricle tapers to its apex.
+    ``present``: which slices show the structure; ``slab_mm``: each slice's Simpson slab.
+    A bound that is None (or NaN) leaves that end as Simpson's rule has it.
+    """
+    depth = np.asarray(slice_depth_mm, dtype=float)
+    slab = np.asarray(slab_mm, dtype=float)
+    base = _finite(base_mm)
+    apex = _finite(apex_mm)
+    if base is None and apex is None:
+        return slab.copy()
+    # Work with depth increasing towards the base.
+    if base is not None and apex is not None:
+        sign = 1.0 if base > apex else -1.0
+    else:
+        sign = _sign_from_slices(present, depth, base if base is not None else apex, towards_base=base is not None)
+    d = depth * sign
+    low, high = d - slab / 2, d + slab / 2
+    top = base * sign if base is not None else None
+    bottom = apex * sign if apex is not None else None
+    shown = np.flatnonzero(present)
+    if shown.size:
+        outer = shown[np.argmax(d[shown])]
+        inner = shown[np.argmin(d[shown])]
+        if top is not None and top > high[outer]:
+            high[outer] = top  # the stack stops short of the valve plane
+        if bottom is not None and bottom < low[inner]:
+            low[inner] -= (low[inner] - bottom) / 2  # tapering towards the apex
+    if top is not None:
+        high = np.minimum(high, top)
+    if bottom is not None:
+        low = np.maximum(low, bottom)
+    return np.clip(high - low, 0, None)
+
+
+def _finite(value) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _sign_from_slices(present: np.ndarray, depth: np.ndarray, bound: float, towards_base: bool) -> float:
+    """With one bound only: +1 when depth grows towards the base, judged by where the structure lies."""
+    shown = depth[np.asarray(present, dtype=bool)]
+    if shown.size == 0:
+        return 1.0
+    beyond = bound > float(np.mean(shown))
+    return 1.0 if beyond == towards_base else -1.0
+
+
+def _at(values: Sequence[float | None] | None, frame: int) -> float | None:
+    return None if values is None else values[frame]
 
 
 def mosteller_bsa_m2(height_cm: float, weight_kg: float) -> float:
@@ -162,14 +261,27 @@ def ventricular_function(
     rv_blood: Label | None = SAX_RV_BLOOD,
     height_cm: float | None = None,
     weight_kg: float | None = None,
+    long_axis: "LongAxisBounds | None" = None,
 ) -> VentricularFunction:
     """LV/RV function and LV mass from a short-axis cine label map ``[slices, frames, rows, cols]``.
 
     Label defaults are seg_sax_cine's; pass ``rv_blood=None`` when there is no RV label.
+    ``long_axis``: valve planes and apices per short-axis frame (long_axis.py); the LV
+    blood pool ends at the mitral plane and the endocardial apex, the myocardium at the
+    mitral plane and the epicardial apex, the RV at the tricuspid plane. Without it,
+    Simpson's rule counts every slab whole.
     """
-    lv_curve = label_volumes_ml(labels, lv_blood, ijk_to_lps, slice_positions)
-    rv_curve = None if rv_blood is None else label_volumes_ml(labels, rv_blood, ijk_to_lps, slice_positions)
-    myo_curve = label_volumes_ml(labels, lv_myocardium, ijk_to_lps, slice_positions)
+    b = long_axis
+    lv_ends = (None, None) if b is None else (b.mitral_mm, b.lv_apex_mm)
+    myo_ends = (None, None) if b is None else (b.mitral_mm, b.epicardial_apex_mm)
+    rv_ends = (None, None) if b is None else (b.tricuspid_mm, None)
+
+    def volumes(label, ends):
+        return label_volumes_ml(labels, label, ijk_to_lps, slice_positions, base_mm=ends[0], apex_mm=ends[1])
+
+    lv_curve = volumes(lv_blood, lv_ends)
+    rv_curve = None if rv_blood is None else volumes(rv_blood, rv_ends)
+    myo_curve = volumes(lv_myocardium, myo_ends)
     return function_from_volume_curves(lv_curve, rv_curve, myo_curve, height_cm=height_cm, weight_kg=weight_kg)
 
 

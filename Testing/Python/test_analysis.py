@@ -136,7 +136,7 @@ def test_named_series_are_used_and_every_part_runs(analysis, sample_truth):
     for role, number in truth_roles(sample_truth).items():
         assert analysis.selection[role].series == f"S{number:03d}"
         assert analysis.selection[role].reason.startswith(f"chosen by the user (series {number})")
-    assert list(analysis.parts) == ["function", "myocardial_segments", "disease", "atria", "lge_extent",
+    assert list(analysis.parts) == ["atria", "function", "myocardial_segments", "disease", "lge_extent",
                                     "lge_presence", "t1_map", "t2_map"]
     for part in analysis.parts.values():
         assert (part.status, part.reason) == ("ok", None), part.name
@@ -157,6 +157,13 @@ def test_ventricular_function_is_complete_and_plausible(analysis, sample_truth):
     (seg,) = [m for m in part.label_maps if m.name == "seg_sax_cine"]
     assert seg.labels.shape == analysis.stack(part.series).pixels.shape
     assert seg.seg_frames == sorted([results["ed_frame"], results["es_frame"]])
+    # The 4-chamber cine ends the short-axis slabs at the valve planes.
+    long_axis = results["long_axis"]
+    assert long_axis["method"].startswith("Simpson's rule with the end slabs clipped"), long_axis
+    assert long_axis["ed"]["mitral_mm"] is not None and long_axis["ed"]["lv_apex_mm"] is not None
+    depths = long_axis["slice_depths_mm"]
+    assert min(depths) - 10 <= long_axis["ed"]["mitral_mm"] <= max(depths) + 10
+    assert len(long_axis["four_chamber_frame_of_sax_frame"]) == frames
 
 
 def test_aha_segments_wall_thickness_and_disease(analysis):

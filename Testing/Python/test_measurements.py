@@ -337,6 +337,27 @@ def test_lge_small_islands_and_user_remote_region():
         lge_extent(image, labels, GEOMETRY, None)
 
 
+def test_lge_partial_volume_rims_and_excluded_slices():
+    image, labels, aha, scar = lge_phantom()
+    # A one-pixel bright rim on the blood border of the septum (apical slice 7): partial volume.
+    blood = np.pad(labels == 1, ((0, 0), (1, 1), (1, 1)))
+    on_border = (labels == 2) & (blood[:, :-2, 1:-1] | blood[:, 2:, 1:-1] | blood[:, 1:-1, :-2] | blood[:, 1:-1, 2:])
+    rim = np.zeros_like(scar)
+    rim[7] = on_border[7] & (aha.segments[7] == 14)
+    assert rim.sum() >= 5
+    image[rim] = 400.0
+    assert np.array_equal(lge_extent(image, labels, GEOMETRY, aha).enhanced, scar | rim)
+    cleaned = lge_extent(image, labels, GEOMETRY, aha, blood_pool=1, drop_border_rims=True)
+    assert np.array_equal(cleaned.enhanced, scar)  # the scar reaches deeper than one pixel: it stays
+    with pytest.raises(ValueError, match="blood_pool"):
+        lge_extent(image, labels, GEOMETRY, aha, drop_border_rims=True)
+    # Excluded slices count neither as myocardium nor as scar.
+    without_base = lge_extent(image, labels, GEOMETRY, aha, excluded_slices=[0, 1, 2])
+    assert not without_base.enhanced[:3].any()
+    assert without_base.myocardium_ml == pytest.approx(cleaned.myocardium_ml * 6 / 9)
+    assert without_base.enhanced_ml == pytest.approx(lge_extent(image, labels, GEOMETRY, aha).enhanced_ml * (scar[3:].sum() + rim.sum()) / (scar.sum() + rim.sum()))
+
+
 # --- T1 / T2 maps --------------------------------------------------------------------------
 
 
