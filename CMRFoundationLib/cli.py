@@ -5,6 +5,16 @@
     cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N]
     cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
     cmrfm analyze STUDY --out DIR [--weights DIR] [--device D] [--lge-n-sd N] [--series ROLE=N]
+                  [--progress-format bar|json]
+
+``--progress-format json`` (for the Slicer module's runner, runner.py) writes one
+JSON object per line on stdout, and the human text on stderr:
+
+    {"event": "progress", "phase": "classify", "fraction": 0.21, "message": "classifying series S004"}
+    {"event": "error", "message": "no image stack could be read from ...", "exit_code": 1}
+    {"event": "done", "out": "/abs/out", "analysis_json": "/abs/out/analysis.json", "report_html": "/abs/out/report.html"}
+
+``fraction`` never decreases and reaches 1.0 with "done", once every output is written.
 """
 
 from __future__ import annotations
@@ -82,7 +92,8 @@ def cmd_example(args: argparse.Namespace) -> int:
         return status
     print(f"\nAnalysing the study into {out / 'analysis'} ...")
     status = cmd_analyze(argparse.Namespace(study=out / "DICOM", out=out / "analysis", weights=args.weights,
-                                            device=args.device, lge_n_sd=5.0, series=None, batch_size=16))
+                                            device=args.device, lge_n_sd=5.0, series=None, batch_size=16,
+                                            progress_format="bar"))
     if status == 0:
         _print_example_truth(load_truth(out))
     return status
@@ -171,6 +182,31 @@ class _ProgressBar:
         self.stream.flush()
 
 
+# Share of the progress bar for writing the outputs (label maps, DICOM SEG and SR, report),
+# which comes after analyze_study's own progress (about a quarter of the time on the sample study).
+OUTPUT_SHARE = 0.25
+
+
+def _with_output_step(progress):
+    """``progress`` scaled so that the analysis ends at 1 - OUTPUT_SHARE; writing the outputs gets the rest."""
+
+    def analysis_progress(phase: str, fraction: float, message: str) -> None:
+        if phase == "done":  # analysed, but nothing written yet
+            phase, message = "write", "writing the outputs (label maps, DICOM SEG and SR, report)"
+        progress(phase, fraction * (1 - OUTPUT_SHARE), message)
+
+    return analysis_progress
+
+
+def _emit(event: str, **fields) -> None:
+    """One machine-readable event line on stdout (``--progress-format json``)."""
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def _emit_progress(phase: str, fraction: float, message: str) -> None:
+    _emit("progress", phase=phase, fraction=round(fraction, 4), message=message)
+
+
 def _series_choice(text: str) -> tuple[str, int]:
     role, _, number = text.partition("=")
     if not number.isdigit():
@@ -183,22 +219,35 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import (AnalysisOptions, NothingToAnalyze, OutputFolderError, analyze_study, check_output_folder,
                            write_outputs)
 
+    events = args.progress_format == "json"
+    human = sys.stderr if events else sys.stdout  # with events, stdout holds nothing but event lines
+    progress = _emit_progress if events else _ProgressBar()
+
+    def fail(message: str, exit_code: int) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        if events:
+            _emit("error", message=message, exit_code=exit_code)
+        return exit_code
+
     try:
         check_output_folder(args.out)  # refuse before minutes of work, not after
         options = AnalysisOptions(weights_dir=args.weights, device=args.device, batch_size=args.batch_size,
                                   lge_n_sd=args.lge_n_sd, series=dict(args.series or []))
-        analysis = analyze_study(args.study, options, progress=_ProgressBar())
+        analysis = analyze_study(args.study, options, progress=_with_output_step(progress))
     except NothingToAnalyze as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return fail(str(error), 1)
     except (OutputFolderError, ValueError) as error:  # ValueError: a bad device or role name
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return fail(str(error), 2)
     written = write_outputs(analysis, args.out)
-    print("\n".join(analysis.summary_lines()))
+    progress("done", 1.0, f"wrote {args.out}")
+    print("\n".join(analysis.summary_lines()), file=human)
     print(f"Wrote {written['analysis_json']}, {written['measurements_csv'].name}, {len(written['label_maps'])} label map(s), "
           f"{len(written['dicom_seg'])} DICOM SEG file(s)" + (", a DICOM SR" if written["dicom_sr"] else "")
-          + (f"; the report: {written['report_html']}" if written.get("report_html") else ""))
+          + (f"; the report: {written['report_html']}" if written.get("report_html") else ""), file=human)
+    if events:
+        report = written.get("report_html")
+        _emit("done", out=str(Path(args.out).resolve()), analysis_json=str(written["analysis_json"].resolve()),
+              report_html=None if report is None else str(report.resolve()))
     return 0
 
 
@@ -244,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", type=_series_choice, action="append", metavar="ROLE=N",
                    help="use series N for ROLE (cine_sax, cine_4ch, lge_sax, t1_map, t2_map) instead of the automatic choice")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--progress-format", choices=["bar", "json"], default="bar",
+                   help="bar: a progress bar on stderr (default); json: one JSON event per line on stdout, for programs")
     p.set_defaults(func=cmd_analyze)
     return parser
 

@@ -1,8 +1,12 @@
-"""The Slicer build installs every library file, and the package imports without Qt/Slicer."""
+"""The Slicer build installs every library file and resource, and the package imports without
+Qt/Slicer, except the scene layer, which imports slicer's MRML (slicer-core) but never Qt."""
 
+import json
 import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import REPO
 
@@ -15,13 +19,37 @@ def test_cmake_lists_every_library_file():
     assert listed == on_disk, f"missing from CMake: {on_disk - listed}; not on disk: {listed - on_disk}"
 
 
-def test_library_never_imports_qt_or_slicer():
-    code = (
-        "import sys, pkgutil, importlib, CMRFoundationLib\n"
-        "for m in pkgutil.walk_packages(CMRFoundationLib.__path__, 'CMRFoundationLib.'):\n"
-        "    importlib.import_module(m.name)\n"
-        "bad = [n for n in sys.modules if n.split('.')[0] in ('qt', 'PythonQt', 'PySide6', 'PyQt5', 'slicer', 'ctk')]\n"
-        "print(bad); sys.exit(1 if bad else 0)"
+def test_cmake_installs_the_terminology():
+    cmake = (REPO / "CMRFoundation" / "CMakeLists.txt").read_text()
+    assert "Resources/Terminology" in cmake
+    assert (REPO / "Resources" / "Terminology" / "CMRFoundation.term.json").is_file()
+
+
+def imported_roots(code: str) -> list[str]:
+    """Top-level GUI/Slicer packages in sys.modules after running ``code`` in a fresh interpreter."""
+    probe = code + (
+        "\nimport sys, json\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} & "
+        "{'qt', 'PythonQt', 'PySide6', 'PyQt5', 'slicer', 'ctk'})))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_library_never_imports_qt_or_slicer():
+    # Every module but the scene layer's (pkgutil.walk_packages would import that package to walk it).
+    names = sorted(".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+                   for p in (REPO / "CMRFoundationLib").rglob("*.py") if "scene" not in p.relative_to(REPO).parts)
+    assert imported_roots("import importlib\n" + "".join(f"importlib.import_module({n!r})\n" for n in names)) == []
+    assert imported_roots("import CMRFoundationLib, CMRFoundationLib.analysis") == []
+
+
+def test_scene_layer_imports_slicer_but_never_qt():
+    pytest.importorskip("slicer")
+    code = (
+        "import pkgutil, importlib, CMRFoundationLib.scene as scene\n"
+        "for m in pkgutil.walk_packages(scene.__path__, 'CMRFoundationLib.scene.'):\n"
+        "    importlib.import_module(m.name)\n"
+    )
+    assert imported_roots(code) == ["slicer"]

@@ -1,0 +1,144 @@
+"""What a fresh Slicer needs before its first analysis: the Python packages and the weights.
+
+The Slicer module asks the user before installing anything (torch through the PyTorch
+extension when it is there, the rest with ``slicer.util.pip_install``); this part only
+finds what is missing, and imports weights that were brought in by hand (no network),
+so it is tested in plain Python.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .weights import FORMAT, WeightsError, read_manifest, sha256_of
+
+
+@dataclass(frozen=True)
+class Requirement:
+    module: str  # the import name
+    package: str  # the pip name
+    minimum: str  # the lowest version that works
+
+    @property
+    def pip_spec(self) -> str:
+        return f"{self.package}>={self.minimum}"
+
+
+# torch first: installing monai before it would pull PyPI's default torch build as a dependency.
+REQUIREMENTS = (
+    Requirement("torch", "torch", "2.0"),  # scaled_dot_product_attention
+    Requirement("numpy", "numpy", "1.24"),
+    Requirement("SimpleITK", "SimpleITK", "2.3"),
+    Requirement("pydicom", "pydicom", "3.0"),
+    Requirement("highdicom", "highdicom", "0.23"),
+    Requirement("safetensors", "safetensors", "0.4"),
+    Requirement("monai", "monai", "1.3"),
+)
+
+
+def missing_requirements(requirements=REQUIREMENTS) -> list[tuple[Requirement, str]]:
+    """The requirements not met, in install order, each with why ("not installed", "version 0.3 found")."""
+    missing = []
+    for requirement in requirements:
+        if importlib.util.find_spec(requirement.module) is None:
+            missing.append((requirement, "not installed"))
+            continue
+        try:
+            found = importlib.metadata.version(requirement.package)
+        except importlib.metadata.PackageNotFoundError:
+            continue  # importable but without pip metadata (e.g. Slicer's own SimpleITK build): keep it
+        if _release(found) < _release(requirement.minimum):
+            missing.append((requirement, f"version {found} found"))
+    return missing
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading release numbers: "2.13.0+cpu" -> (2, 13, 0), "1.0rc1" -> (1, 0)."""
+    match = re.match(r"\d+(\.\d+)*", version)
+    return tuple(int(n) for n in match.group().split(".")) if match else ()
+
+
+def import_weights(source: str | os.PathLike, destination: str | os.PathLike) -> list[str]:
+    """Copy verified weights into the folder ``destination``; the names of the tasks imported.
+
+    ``source``: a weights folder, one task's manifest (``<task>.json``, its files beside
+    it), or a .zip of a weights folder. Every file is checked against its manifest's
+    SHA-256 before anything is copied, so a corrupt or partial download changes nothing;
+    a file that other tasks in ``destination`` use is never replaced by a different one.
+    Manifests are written last, so ``destination`` never lists a task whose files are
+    missing. Only task manifests (format "cmrfm-weights") and their files are imported.
+    """
+    source = Path(source)
+    if source.suffix.lower() == ".zip":
+        with tempfile.TemporaryDirectory() as unpacked:
+            with zipfile.ZipFile(source) as archive:
+                archive.extractall(unpacked)  # extractall drops absolute paths and ".." parts
+            return import_weights(_manifest_folder(Path(unpacked), source), destination)
+    folder, tasks = (source.parent, [source.stem]) if source.is_file() else (source, _manifest_names(source))
+    if not tasks:
+        raise WeightsError(f"{source} holds no CMRFoundation weights manifest (<task>.json of format \"{FORMAT}\")")
+    manifests = {task: read_manifest(folder, task) for task in tasks}
+    files = {entry["path"]: entry["sha256"] for manifest in manifests.values() for entry in manifest["files"]}
+    for path, sha256 in files.items():
+        if not (folder / path).is_file():
+            raise WeightsError(f"{folder / path}, listed in a manifest, is missing; nothing was imported")
+        if sha256_of(folder / path) != sha256:
+            raise WeightsError(f"{folder / path} does not match its manifest's SHA-256 (corrupt or replaced); "
+                               "nothing was imported")
+    destination = Path(destination)
+    _check_no_conflict(destination, files, set(tasks))
+    destination.mkdir(parents=True, exist_ok=True)
+    for path, sha256 in files.items():
+        target = destination / path
+        if not (target.is_file() and sha256_of(target) == sha256):
+            _copy_atomically(folder / path, target)
+    for task in tasks:
+        _copy_atomically(folder / f"{task}.json", destination / f"{task}.json")
+    return sorted(tasks)
+
+
+def _manifest_names(folder: Path) -> list[str]:
+    names = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            if json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT:
+                names.append(path.stem)
+        except (OSError, ValueError, AttributeError):
+            continue  # not a manifest (e.g. the DINO encoder's training record)
+    return names
+
+
+def _manifest_folder(root: Path, archive: Path) -> Path:
+    """The one folder of an unpacked archive that holds the manifests (the root or a subfolder)."""
+    folders = {path.parent for path in root.rglob("*.json") if path.parent.is_dir() and _manifest_names(path.parent)}
+    if len(folders) != 1:
+        raise WeightsError(f"{archive} must hold one weights folder with <task>.json manifests; "
+                           f"found {len(folders)} folders with manifests")
+    return folders.pop()
+
+
+def _check_no_conflict(destination: Path, files: dict[str, str], tasks: set[str]) -> None:
+    """Refuse to replace a file that a task staying in ``destination`` needs with a different one."""
+    if not destination.is_dir():
+        return
+    for task in set(_manifest_names(destination)) - tasks:
+        for entry in read_manifest(destination, task)["files"]:
+            if entry["path"] in files and files[entry["path"]] != entry["sha256"]:
+                raise WeightsError(f"importing would replace {destination / entry['path']}, which task {task!r} "
+                                   f"in {destination} needs; import the whole weights folder, or into a new folder")
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    shutil.copyfile(source, partial)
+    os.replace(partial, target)
