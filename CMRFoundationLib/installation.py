@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .weights import FORMAT, WeightsError, read_manifest, sha256_of
+from .weights import FORMAT, WeightsError, atomic_write, read_manifest, sha256_of
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,4 @@ def _check_no_conflict(destination: Path, files: dict[str, str], tasks: set[str]
 
 def _copy_atomically(source: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    shutil.copyfile(source, partial)
-    os.replace(partial, target)
+    atomic_write(target, lambda temp: shutil.copyfile(source, temp))

@@ -286,7 +286,7 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
         text = json.dumps(json_ready(manifest), indent=2, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise ValueError(f"the manifest {path} cannot be written as JSON: {error}") from None
-    _atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
+    atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
 
 
 def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, metadata: dict[str, str]) -> None:
@@ -304,7 +304,7 @@ def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, me
             value = value.to(dtype)
         # A private contiguous copy: safetensors refuses tensors sharing memory (tied weights).
         tensors[key] = value.contiguous().clone()
-    _atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
+    atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def _current_umask() -> int:
@@ -313,7 +313,7 @@ def _current_umask() -> int:
     return mask
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over ``path``, so a
     reader never sees a half-written file."""
     # Not tempfile.mkstemp: its files are private (0600) and would stay so after the rename.

@@ -230,10 +230,10 @@ def atria_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     if stack.n_slices > 1:
         part.notes.append(f"{stack.n_slices} slices: the middle one (slice {plane_index}) is measured")
     plane = prediction.labels[plane_index]  # [frames, rows, cols]
-    ctx.shared.four_chamber = FourChamberState(stack, plane_index, plane, prediction.task.labels)
+    four = ctx.shared.four_chamber = FourChamberState(stack, plane_index, plane, prediction.task.labels)
     atria = atria_over_cine(plane, stack.spacing, la=la, ra=ra, lv=lv)
     lv_area_cm2 = (plane == lv).sum(axis=(1, 2)) * pixel_area_mm2(stack.ijk_to_lps) / 100
-    ed, es = int(np.argmax(lv_area_cm2)), int(np.argmin(lv_area_cm2))
+    ed, es = four.ed_frame, int(np.argmin(lv_area_cm2))
     part.results = {"slice": plane_index, "ed_frame": ed, "es_frame": es,
                     "lv_area_cm2": [round(float(a), 3) for a in lv_area_cm2], **atria.to_dict()}
     for name, atrium in (("la", atria.la), ("ra", atria.ra)):
@@ -309,9 +309,10 @@ def lge_partial_volume_slices(
         return excluded
     towards_base = 1.0 if mitral > apex else -1.0
     depths = slice_depths_mm(stack.n_slices, stack.ijk_to_lps, stack.slice_positions)
-    half_slab = slice_thicknesses(stack.n_slices, stack.ijk_to_lps, stack.slice_positions) / 2
     if stack.info.slice_thickness:
         half_slab = np.full(stack.n_slices, stack.info.slice_thickness / 2)
+    else:
+        half_slab = slice_thicknesses(stack.n_slices, stack.ijk_to_lps, stack.slice_positions) / 2
     for k in np.flatnonzero(has_myo):
         if (depths[k] - mitral) * towards_base + half_slab[k] > 0 and int(k) not in excluded:
             excluded[int(k)] = (f"its slab reaches {(depths[k] - mitral) * towards_base + half_slab[k]:.1f} mm past the "
