@@ -17,16 +17,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cmrtrain.checkpoint import StopRequest  # noqa: E402
 from cmrtrain.finetune import FinetuneConfig, finetune  # noqa: E402
 
 
-def parse_args(argv=None) -> FinetuneConfig:
+def parse_args(argv=None) -> tuple[FinetuneConfig, argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", required=True)
     parser.add_argument("--out", required=True, help="run folder")
     parser.add_argument("--config", help="JSON with FinetuneConfig settings")
-    parser.add_argument("--encoder", help="ViT preset (vit_nano, vit_tiny, vit_small, vit_base) or resnet50 (baseline)")
-    parser.add_argument("--encoder-weights", help="DINO export, e.g. runs/dino/encoder.safetensors")
+    parser.add_argument("--encoder", help="ViT or hybrid preset (vit_nano ... vit_base, hybrid_small) or resnet50 (baseline)")
+    parser.add_argument("--encoder-weights", help="pretraining export, e.g. runs/mim_hybrid/encoder.safetensors")
     parser.add_argument("--mode", choices=["full", "frozen", "lora"])
     parser.add_argument("--lora-rank", type=int)
     parser.add_argument("--sources", nargs="+", help="acdc emidec synthetic (default: per task)")
@@ -42,14 +43,20 @@ def parse_args(argv=None) -> FinetuneConfig:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--weights-out", help="also write the task's weights into this folder (e.g. a weights set)")
-    args = vars(parser.parse_args(argv))
+    parser.add_argument("--checkpoint", help="compact resumable checkpoint, e.g. Training/checkpoints/seg_sax_cine.pt")
+    parser.add_argument("--checkpoint-every-steps", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--max-minutes", type=float, help="stop cleanly (checkpoint + weights) after this long")
+    namespace = parser.parse_args(argv)
+    args = {k: v for k, v in vars(namespace).items() if k not in ("resume", "max_minutes")}
     values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
+    values.pop("description", None)
     values.update({k: v for k, v in args.items() if v is not None and k != "config"})
-    return FinetuneConfig.from_dict(values)
+    return FinetuneConfig.from_dict(values), namespace
 
 
 def main(argv=None) -> int:
-    config = parse_args(argv)
+    config, args = parse_args(argv)
     log_file = Path(config.out) / "log.txt"
     log_file.parent.mkdir(parents=True, exist_ok=True)
 
@@ -58,8 +65,10 @@ def main(argv=None) -> int:
         with log_file.open("a") as f:
             f.write(message + "\n")
 
-    summary = finetune(config, log)
-    log(f"done: {summary['steps']} steps, best validation {summary['best_val']}")
+    with StopRequest(args.max_minutes) as stop:
+        summary = finetune(config, log, resume=args.resume, stop=stop)
+    state = "done" if summary["finished"] else "stopped"
+    log(f"{state}: {summary['steps']} of {summary['total_steps']} steps, best validation {summary['best_val']}")
     return 0
 
 

@@ -30,6 +30,7 @@ from ..measurements import (
     segmental_wall_thickness,
     ventricular_function,
 )
+from ..measurements.phenotypes import cardiac_phenotypes
 from ..measurements.volumes import pixel_area_mm2, slice_depths_mm, slice_thicknesses
 from ..stack import ImageStack
 from ..task_inputs import cardiac_levels
@@ -206,17 +207,51 @@ def myocardial_segments_part(ctx: Context, part: PartResult, stack: ImageStack) 
 
 
 def disease_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
-    """Disease class from the basal slice at ED, mid-systole and ES (levels from the cine segmentation)."""
+    """Disease class from the measured phenotypes of the ED and ES segmentation
+    (``measurements.phenotypes``), pooled with the image model (basal slice at ED,
+    mid-systole and ES) as the classifier's file says; either alone when the other is
+    unavailable."""
     sax = ctx.need_sax()
     if sax.es_frame is None:
         raise PartSkipped("no end-systolic frame in the short-axis cine")
     lv, myo, rv = indices(sax.label_names, "lv_blood_pool", "lv_myocardium", "rv_blood_pool")
     levels = cardiac_levels(sax.labels, lv, myo, rv)
     levels.ed_frame, levels.es_frame = sax.ed_frame, sax.es_frame
-    prediction = ctx.predict("disease", stack, levels)
-    part.results = classification_json(prediction, levels)
     part.notes += levels.notes
-    flag_low_class_confidence(ctx, part, prediction)
+    try:
+        image_prediction = ctx.predict("disease", stack, levels)
+    except PartSkipped as missing:
+        image_prediction, image_missing = None, str(missing)
+    try:
+        classifier = ctx.predictors.phenotype_classifier()
+    except ModelUnavailable as missing:
+        if image_prediction is None:
+            raise PartSkipped(f"{image_missing}; {missing}") from None
+        part.notes.append(f"{missing}: the class is the image model's alone")
+        part.results = {**classification_json(image_prediction, levels), "method": "image model"}
+        flag_low_class_confidence(ctx, part, image_prediction)
+        return
+    column_row = stack.spacing[:2]
+    phenotypes = cardiac_phenotypes(sax.labels[:, sax.ed_frame], sax.labels[:, sax.es_frame],
+                                    (float(column_row[1]), float(column_row[0])), lv_blood=lv, lv_myocardium=myo,
+                                    rv_blood=rv)
+    part.notes += phenotypes.notes
+    image_p = None if image_prediction is None else image_prediction.probabilities
+    pooled = classifier.predict_proba(classifier.feature_rows([phenotypes.values]), image_p)[0]
+    uses_image = image_p is not None and classifier.image_model_weight > 0
+    chosen = classifier.classes[int(np.argmax(pooled))]
+    part.results = {
+        "class": chosen,
+        "probabilities": {name: round(float(p), 4) for name, p in zip(classifier.classes, pooled)},
+        "method": "phenotypes + image model" if uses_image else "phenotypes",
+        "phenotypes": phenotypes.to_dict()["values"],
+        "image_model": None if image_prediction is None else classification_json(image_prediction, levels),
+        "levels": classification_json(image_prediction, levels)["levels"] if image_prediction is not None else None,
+    }
+    p = float(np.max(pooled))
+    if p < LOW_CLASS_CONFIDENCE:
+        ctx.flag("warning", r.LOW_CONFIDENCE, f"{part.title}: {chosen} with low confidence (p={p:.2f})",
+                 part.series, part.name)
 
 
 # --- 4-chamber cine -----------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ..inference import TaskPredictor
+from ..models.phenotype_classifier import FILE_NAME as PHENOTYPE_FILE
+from ..models.phenotype_classifier import PhenotypeClassifier
 from ..weights import WeightsError, resolve_weights_dir
 
 
@@ -28,6 +30,19 @@ class Predictors:
                 raise ModelUnavailable(self._unavailable[task]) from None
         return self._loaded[task]
 
+    def phenotype_classifier(self) -> PhenotypeClassifier:
+        """The disease classifier on measured phenotypes; ModelUnavailable when absent or unusable."""
+        key = PHENOTYPE_FILE
+        if key in self._unavailable:
+            raise ModelUnavailable(self._unavailable[key])
+        if key not in self._loaded:
+            try:
+                self._loaded[key] = PhenotypeClassifier.load(resolve_weights_dir(self.weights_dir))
+            except (WeightsError, ValueError) as error:
+                self._unavailable[key] = f"no usable phenotype classifier: {error}"
+                raise ModelUnavailable(self._unavailable[key]) from None
+        return self._loaded[key]
+
     def record(self) -> dict:
         """The weights folder, and the files (with hashes) of every model used, for reproducibility."""
         try:
@@ -37,8 +52,10 @@ class Predictors:
         return {
             "folder": folder,
             "folder_error": folder_error,
-            "device": str(next(iter(self._loaded.values())).device) if self._loaded else None,
-            "tasks": {task: predictor.manifest.get("files") for task, predictor in sorted(self._loaded.items())},
+            "device": next((str(p.device) for p in self._loaded.values() if isinstance(p, TaskPredictor)), None),
+            "tasks": {task: predictor.manifest.get("files") for task, predictor in sorted(self._loaded.items())
+                      if isinstance(predictor, TaskPredictor)},
+            "phenotype_classifier": PHENOTYPE_FILE if PHENOTYPE_FILE in self._loaded else None,
             "unavailable": dict(sorted(self._unavailable.items())),
         }
 

@@ -287,9 +287,18 @@ def _disease(analysis: StudyAnalysis, part: PartResult) -> str:
     level_names = {"basal_slice": "basal slice", "mid_slice": "mid slice", "apical_slice": "apical slice",
                    "ed_frame": "ED frame", "es_frame": "ES frame"}
     used = ", ".join(f"{level_names.get(k, k)} {v}" for k, v in (results.get("levels") or {}).items() if v is not None)
-    return (f"<p>Model's class: <strong>{_e(labels.get(chosen, chosen))}</strong> "
-            f"(p = {_number(probabilities.get(chosen), '', 2)}).</p>"
+    method = results.get("method", "image model")
+    basis = {"phenotypes": "from the measured phenotypes (EF, RV/LV volumes, mass-to-volume, wall thickness "
+                           "and its regional spread)",
+             "phenotypes + image model": "from the measured phenotypes and the image model together",
+             "image model": "from the image model"}.get(method, method)
+    phenotypes = results.get("phenotypes") or {}
+    shown = ", ".join(f"{_e(name.replace('_', ' '))} {_number(value, '', 2)}" for name, value in phenotypes.items()
+                      if value is not None)
+    return (f"<p>Class: <strong>{_e(labels.get(chosen, chosen))}</strong> "
+            f"(p = {_number(probabilities.get(chosen), '', 2)}), {_e(basis)}.</p>"
             + _probability_bars_svg(probabilities, labels, chosen)
+            + (f'<p class="meta">Phenotypes: {shown}.</p>' if shown else "")
             + (f'<p class="meta">Images used: {_e(used)}.</p>' if used else ""))
 
 

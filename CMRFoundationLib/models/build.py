@@ -15,6 +15,7 @@ from torch import nn
 from ..tasks import CLASSIFICATION, LANDMARKS, SEGMENTATION, TaskSpec, get_task
 from .baseline import ResNet50Classifier, ResNet50UNet
 from .heads import DECODER_FEATURES, PATCH_SIZE, HeatmapHead, LinearClassifierHead, UNETRDecoder2D
+from .hybrid import HYBRID_CONFIGS, HybridConfig, HybridEncoder, UNetDecoder2D, UNetHeatmapHead, hybrid_config, is_hybrid_config
 from .lora import ADAPTER_NAMES, add_lora, has_lora, lora_config
 from .vit import VIT_CONFIGS, ViTConfig, ViTEncoder, vit_config
 
@@ -31,7 +32,8 @@ class TaskModel(nn.Module):
     baselines ``encoder`` is None and ``head`` is the whole network.
     """
 
-    def __init__(self, task: TaskSpec, encoder: ViTEncoder | None, head: nn.Module, encoder_name: str) -> None:
+    def __init__(self, task: TaskSpec, encoder: ViTEncoder | HybridEncoder | None, head: nn.Module,
+                 encoder_name: str) -> None:
         super().__init__()
         self.task = task
         self.encoder = encoder
@@ -69,8 +71,9 @@ class TaskModel(nn.Module):
         else:
             lora = lora_config(self.encoder)
             adapters = f" with LoRA rank {lora['rank']}" if lora else ""
+            family = "hybrid" if isinstance(self.encoder, HybridEncoder) else "ViT"
             body = (
-                f"ViT {self.encoder_name} encoder{adapters} ({_count(self.encoder.parameters()) / 1e6:.1f}M params)"
+                f"{family} {self.encoder_name} encoder{adapters} ({_count(self.encoder.parameters()) / 1e6:.1f}M params)"
                 f" + {type(self.head).__name__} ({head_params / 1e6:.2f}M params)"
             )
         return (
@@ -87,27 +90,38 @@ def _task(task: TaskSpec | str) -> TaskSpec:
     return get_task(task) if isinstance(task, str) else task
 
 
-# The head type each task kind takes, with the ViT and with the baseline.
+# The head type each task kind takes with each encoder family.
+VIT, HYBRID, BASELINE = "vit", "hybrid", "baseline"
 _HEAD_TYPES = {
-    SEGMENTATION: ("UNETRDecoder2D", "ResNet50UNet"),
-    LANDMARKS: ("HeatmapHead", "ResNet50UNet"),
-    CLASSIFICATION: ("LinearClassifierHead", "ResNet50Classifier"),
+    VIT: {SEGMENTATION: "UNETRDecoder2D", LANDMARKS: "HeatmapHead", CLASSIFICATION: "LinearClassifierHead"},
+    HYBRID: {SEGMENTATION: "UNetDecoder2D", LANDMARKS: "UNetHeatmapHead", CLASSIFICATION: "LinearClassifierHead"},
+    BASELINE: {SEGMENTATION: "ResNet50UNet", LANDMARKS: "ResNet50UNet", CLASSIFICATION: "ResNet50Classifier"},
 }
 
 
-def _default_head(task: TaskSpec, baseline: bool) -> dict:
-    head_type = _HEAD_TYPES[task.kind][1 if baseline else 0]
+def _family(config: ViTConfig | HybridConfig | None) -> str:
+    if config is None:
+        return BASELINE
+    return HYBRID if isinstance(config, HybridConfig) else VIT
+
+
+def _default_head(task: TaskSpec, family: str, config: ViTConfig | HybridConfig | None = None) -> dict:
+    head_type = _HEAD_TYPES[family][task.kind]
     if head_type == "LinearClassifierHead":
-        return {"type": head_type, "n_last_blocks": 4}
+        return {"type": head_type, "n_last_blocks": min(4, config.depth)}
     if head_type in ("UNETRDecoder2D", "HeatmapHead"):
         return {"type": head_type, "features": list(DECODER_FEATURES)}
+    if head_type in ("UNetDecoder2D", "UNetHeatmapHead"):
+        return {"type": head_type, "features": list(config.stage_channels)}
     return {"type": head_type}
 
 
-def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | None, head: dict, lora: dict | None) -> TaskModel:
+def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | HybridConfig | None, head: dict,
+              lora: dict | None) -> TaskModel:
     """The model for a task from its parts (shared by build_model and build_from_architecture)."""
-    baseline = config is None
-    expected = _HEAD_TYPES[task.kind][1 if baseline else 0]
+    family = _family(config)
+    baseline = family == BASELINE
+    expected = _HEAD_TYPES[family][task.kind]
     if head.get("type") != expected:
         raise ValueError(
             f"{task.name}: a {task.kind} task with {encoder_name} takes a {expected} head, got {head.get('type')!r}"
@@ -117,6 +131,16 @@ def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | None, head:
             raise ValueError(f"{task.name}: the {encoder_name} baseline has no attention layers for LoRA")
         network = ResNet50Classifier(task.n_outputs) if task.kind == CLASSIFICATION else ResNet50UNet(task.n_outputs)
         return TaskModel(task, None, network, encoder_name)
+    if family == HYBRID:
+        encoder: nn.Module = HybridEncoder(config)
+        if task.kind == CLASSIFICATION:
+            module: nn.Module = LinearClassifierHead(config.dim, task.n_outputs, int(head.get("n_last_blocks", 4)))
+        else:
+            head_class = UNetHeatmapHead if task.kind == LANDMARKS else UNetDecoder2D
+            module = head_class(config, task.n_outputs, tuple(head.get("features", config.stage_channels)))
+        if lora:
+            add_lora(encoder, int(lora["rank"]), float(lora["alpha"]), tuple(lora["targets"]))
+        return TaskModel(task, encoder, module, encoder_name)
     if config.patch_size != PATCH_SIZE:
         raise ValueError(f"the task heads expect patch size {PATCH_SIZE}; encoder {encoder_name} has {config.patch_size}")
     encoder = ViTEncoder(config)
@@ -133,35 +157,38 @@ def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | None, head:
 
 def build_model(
     task: TaskSpec | str,
-    encoder: str | ViTConfig | dict = "vit_small",
+    encoder: str | ViTConfig | HybridConfig | dict = "vit_small",
     image_size: int | None = None,
     decoder_features: tuple[int, int, int, int] | None = None,
 ) -> TaskModel:
-    """The model for ``task``: a ViT/8 encoder (a preset name, config or config dict)
-    with the head of the task's kind, or with ``encoder="resnet50"`` the ResNet50
-    baseline. ``image_size`` sets the size the ViT's position embedding is learned for
-    (other sizes are interpolated); the fully convolutional baselines ignore it.
-    ``decoder_features`` narrows or widens the UNETR decoder (full resolution first).
+    """The model for ``task``: a ViT/8 or hybrid encoder (a preset name, config or config
+    dict) with the head of the task's kind, or with ``encoder="resnet50"`` the ResNet50
+    baseline. ``image_size`` sets the size the position embedding is learned for (other
+    sizes are interpolated); the fully convolutional baselines ignore it.
+    ``decoder_features`` narrows or widens the decoder (full resolution first).
     """
     task = _task(task)
-    if isinstance(encoder, str) and encoder not in (*VIT_CONFIGS, BASELINE_ENCODER):
-        raise KeyError(f"unknown encoder {encoder!r}; known: {', '.join((*VIT_CONFIGS, BASELINE_ENCODER))}")
+    known = (*VIT_CONFIGS, *HYBRID_CONFIGS, BASELINE_ENCODER)
+    if isinstance(encoder, str) and encoder not in known:
+        raise KeyError(f"unknown encoder {encoder!r}; known: {', '.join(known)}")
     if encoder == BASELINE_ENCODER:
-        return _assemble(task, BASELINE_ENCODER, None, _default_head(task, baseline=True), None)
+        return _assemble(task, BASELINE_ENCODER, None, _default_head(task, BASELINE), None)
     overrides = {} if image_size is None else {"image_size": int(image_size)}
-    config = vit_config(encoder, **overrides)
+    hybrid = is_hybrid_config(encoder)
+    config = hybrid_config(encoder, **overrides) if hybrid else vit_config(encoder, **overrides)
+    presets = HYBRID_CONFIGS if hybrid else VIT_CONFIGS
     if isinstance(encoder, str):
         name = encoder
     else:
-        name = next((preset for preset, c in VIT_CONFIGS.items() if c == config), "custom")
-    head = _default_head(task, baseline=False)
+        name = next((preset for preset, c in presets.items() if c == config), "custom")
+    head = _default_head(task, _family(config), config)
     if decoder_features is not None and "features" in head:
         head["features"] = [int(f) for f in decoder_features]
     return _assemble(task, name, config, head, None)
 
 
 def _head_spec(head: nn.Module) -> dict:
-    if isinstance(head, UNETRDecoder2D):  # HeatmapHead included
+    if isinstance(head, (UNETRDecoder2D, UNetDecoder2D)):  # the heatmap heads included
         return {"type": type(head).__name__, "features": list(head.features)}
     if isinstance(head, LinearClassifierHead):
         return {"type": "LinearClassifierHead", "n_last_blocks": head.n_last_blocks}
@@ -208,7 +235,9 @@ def build_from_architecture(task: TaskSpec | str, architecture: dict) -> TaskMod
         return _assemble(task, encoder["name"], None, architecture["head"], architecture.get("lora"))
     if "config" not in encoder:
         raise ValueError(f"model architecture lacks the encoder config: {encoder!r}")
-    return _assemble(task, encoder["name"], vit_config(encoder["config"]), architecture["head"], architecture.get("lora"))
+    config = encoder["config"]
+    config = hybrid_config(config) if is_hybrid_config(config) else vit_config(config)
+    return _assemble(task, encoder["name"], config, architecture["head"], architecture.get("lora"))
 
 
 def set_trainable(model: TaskModel, mode: str, lora_rank: int = 8, lora_alpha: float = 16) -> int:

@@ -177,6 +177,14 @@ def test_aha_segments_wall_thickness_and_disease(analysis):
     assert disease.status == "ok", disease.reason
     assert disease.results["class"] in ("NOR", "DCM", "HCM", "MINF", "RV")
     assert sum(disease.results["probabilities"].values()) == pytest.approx(1, abs=1e-3)
+    # The class comes from the phenotypes measured on this study's own segmentation.
+    assert disease.results["method"].startswith("phenotypes")
+    function = analysis.parts["function"].results
+    lv_ef = function["lv"]["ef_percent"]
+    phenotypes = disease.results["phenotypes"]
+    assert 0 < phenotypes["lv_ef"] < 1 and 0 < phenotypes["lv_myocardium_edv_ratio"] < 3
+    if lv_ef is not None:  # slice-summed ratio vs the valve-plane-clipped EF of the function part
+        assert abs(100 * phenotypes["lv_ef"] - lv_ef) < 15
 
 
 def test_maps_and_atria(analysis):

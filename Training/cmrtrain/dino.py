@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
+from .augment import gaussian_blur
 
 # --- model -------------------------------------------------------------------------------
 
@@ -230,18 +231,6 @@ class MultiCropAugment:
         if _uniform(0.0, 1.0) < noise_p:
             crop = crop + torch.randn_like(crop) * _uniform(*self.noise_sd)
         return crop.clamp(-1.0, 1.0)
-
-
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [C, H, W] (edges replicated)."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = F.pad(image[:, None], (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1))
-    return x[:, 0]
 
 
 def _uniform(low: float, high: float) -> float:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from CMRFoundationLib.models import architecture_of, build_model, set_trainable
 from CMRFoundationLib.models.heads import heatmap_peaks
@@ -30,7 +29,8 @@ from CMRFoundationLib.tasks import CLASSIFICATION, LANDMARKS, SEGMENTATION, Task
 from CMRFoundationLib.weights import save_task_weights
 
 from . import distributed
-from .augment import AugmentConfig, random_intensity, random_rigid, random_spacing
+from .augment import AppearanceConfig, AugmentConfig, random_appearance, random_intensity, random_rigid, random_spacing
+from .checkpoint import StopRequest, float32_state, load_compact, save_compact
 from .data import Sample, samples_for, summarize
 from .losses import loss_for
 from .metrics import dice_per_class
@@ -53,8 +53,8 @@ DEFAULT_SOURCES = {
 class FinetuneConfig:
     task: str
     out: str  # run folder: log, checkpoint, final weights
-    encoder: str = "vit_small"  # a ViT preset, or "resnet50" for the baseline
-    encoder_weights: str | None = None  # DINO export (encoder.safetensors) to start from
+    encoder: str = "vit_small"  # a ViT or hybrid preset, or "resnet50" for the baseline
+    encoder_weights: str | None = None  # pretraining export (encoder.safetensors) to start from
     decoder_features: list[int] | None = None  # UNETR decoder widths; None: the default
     mode: str = "full"  # full | frozen | lora
     lora_rank: int = 8
@@ -76,6 +76,7 @@ class FinetuneConfig:
     size: int = 224
     percentile: float = 98.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig.none)  # scanner/vendor changes
     balance_classes: bool = True  # classification: sample classes equally often
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA
@@ -83,12 +84,16 @@ class FinetuneConfig:
     seed: int = 0
     weights_out: str | None = None  # also write <task>.safetensors + manifest here
     save_float16: bool = False  # halve the weights file (loading returns float32)
+    checkpoint: str | None = None  # compact resumable checkpoint (e.g. Training/checkpoints/<run>.pt)
+    checkpoint_every_steps: int = 100
 
     @classmethod
     def from_dict(cls, values: dict) -> "FinetuneConfig":
         values = dict(values)
         if isinstance(values.get("augment"), dict):
             values["augment"] = AugmentConfig(**values["augment"])
+        if isinstance(values.get("appearance"), dict):
+            values["appearance"] = AppearanceConfig(**values["appearance"])
         unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown finetuning settings: {', '.join(sorted(unknown))}")
@@ -110,9 +115,10 @@ class TaskDataset(Dataset):
     """
 
     def __init__(self, samples: list[Sample], task: TaskSpec, preprocessing: PreprocessConfig,
-                 augment: AugmentConfig | None = None, seed: int = 0) -> None:
+                 augment: AugmentConfig | None = None, seed: int = 0, appearance: AppearanceConfig | None = None) -> None:
         self.samples, self.task, self.preprocessing = samples, task, preprocessing
         self.augment = augment or AugmentConfig.none()
+        self.appearance = appearance or AppearanceConfig.none()
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -134,6 +140,7 @@ class TaskDataset(Dataset):
             points = torch.from_numpy(np.asarray(grid.native_to_model_points(sample.target), dtype=np.float32))
         image, labels, points = random_rigid(image, labels, points, self.augment, rng)
         image = random_intensity(image, self.augment, rng)
+        image = random_appearance(image, labels, self.appearance, rng)
         if self.task.kind == SEGMENTATION:
             target = labels
         elif self.task.kind == LANDMARKS:
@@ -191,16 +198,45 @@ def load_encoder_weights(model: torch.nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: not an encoder of this architecture (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
 
-def _sampler(dataset: TaskDataset, task: TaskSpec, config: FinetuneConfig):
-    if distributed.world_size() > 1:
-        return DistributedSampler(dataset, shuffle=True, seed=config.seed)
+class EpochOrder(Sampler):
+    """The order of the training samples in each epoch, drawn from (seed, epoch) alone, so
+    that a resumed run sees the same batches; ``set_epoch(epoch, skip)`` starts an epoch
+    after its first ``skip`` samples. With ``weights`` the samples are drawn with
+    replacement in proportion to them (class balancing); under DDP each process takes its
+    share of the same order.
+    """
+
+    def __init__(self, n: int, seed: int, weights: np.ndarray | None = None) -> None:
+        self.n, self.seed, self.weights = n, seed, weights
+        self.epoch, self.skip = 0, 0
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _order(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        if self.weights is None:
+            order = rng.permutation(self.n)
+        else:
+            order = rng.choice(self.n, size=self.n, replace=True, p=self.weights / self.weights.sum())
+        share = len(order) // self.world
+        return order[self.rank * share:(self.rank + 1) * share]
+
+    def __iter__(self):
+        return iter(self._order()[self.skip:].tolist())
+
+    def __len__(self) -> int:
+        return self.n // self.world - self.skip
+
+
+def _sampler(dataset: TaskDataset, task: TaskSpec, config: FinetuneConfig) -> EpochOrder:
+    weights = None
     if task.kind == CLASSIFICATION and config.balance_classes:
         classes = np.array([int(s.target) for s in dataset.samples])
         counts = np.bincount(classes, minlength=len(task.labels)).astype(float)
         weights = 1.0 / counts[classes]
-        return WeightedRandomSampler(weights.tolist(), num_samples=len(classes), replacement=True,
-                                     generator=torch.Generator().manual_seed(config.seed))
-    return None
+    return EpochOrder(len(dataset), config.seed, weights)
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -258,14 +294,23 @@ def _better(task: TaskSpec, new: float, best: float | None) -> bool:
     return new < best if task.kind == LANDMARKS else new > best
 
 
-def finetune(config: FinetuneConfig, log=print) -> dict:
-    """Train ``config.task``; returns the summary also written to OUT/summary.json."""
+def finetune(config: FinetuneConfig, log=print, resume: bool = False, stop: StopRequest | None = None) -> dict:
+    """Train ``config.task``; returns the summary also written to OUT/summary.json.
+
+    With ``config.checkpoint`` the training state is saved there every
+    ``checkpoint_every_steps`` steps and when ``stop`` asks (a signal, a time budget);
+    ``resume=True`` continues from it at the same step, learning rate and batch order.
+    A stopped run still writes its weights (the best validated state so far) and says
+    ``"finished": false`` in its summary.
+    """
     device = distributed.init_distributed(None if config.device == "auto" else config.device)
     task = get_task(config.task)
+    stop = stop or StopRequest()
     torch.manual_seed(config.seed)
     out = Path(config.out)
     if distributed.is_main():
         out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _read_checkpoint(config, resume, log)
 
     train_samples = load_samples(config, task, config.train_split)
     if config.few_shot:
@@ -277,18 +322,18 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
     log(f"{task.name}: train {summarize(train_samples)}; val {summarize(val_samples)}")
 
     model = build_model(task, config.encoder, image_size=config.size, decoder_features=config.decoder_features)
-    if config.encoder_weights:
+    if config.encoder_weights and checkpoint is None:
         load_encoder_weights(model, config.encoder_weights)
     n_trainable = set_trainable(model, config.mode if model.encoder is not None else "full")
     model.to(device)
     log(f"model: {architecture_of(model)['encoder']} + {task.kind} head, mode {config.mode}, {n_trainable / 1e6:.2f}M trainable")
 
-    train_set = TaskDataset(train_samples, task, config.preprocessing, config.augment, config.seed)
+    train_set = TaskDataset(train_samples, task, config.preprocessing, config.augment, config.seed, config.appearance)
     val_set = TaskDataset(val_samples, task, config.preprocessing)
     sampler = _sampler(train_set, task, config)
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, shuffle=sampler is None,
-                        num_workers=config.workers, drop_last=len(train_set) > config.batch_size,
-                        persistent_workers=config.workers > 0)
+    batches_per_epoch = max(1, len(sampler) // config.batch_size) if len(train_set) > config.batch_size else 1
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        drop_last=len(train_set) > config.batch_size)
     val_loader = DataLoader(val_set, batch_size=config.batch_size, num_workers=config.workers)
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -298,33 +343,58 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
     ]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=config.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
-    train_model = model
-    if distributed.world_size() > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = loss_for(task, config.spacing_mm)
     use_amp = config.amp and device.type == "cuda"
 
-    total = config.epochs * len(loader)
+    total = config.epochs * batches_per_epoch
     if config.max_steps:
         total = min(total, config.max_steps)
-    warmup = int(config.warmup_epochs * len(loader))
-    history, best, best_state, step = [], None, None, 0
+    warmup = int(config.warmup_epochs * batches_per_epoch)
+    history, best, best_state, step, seconds_before = [], None, None, 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(float32_state(checkpoint["model"]))
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, history, best = int(checkpoint["step"]), list(checkpoint["history"]), checkpoint["best"]
+        best_state = float32_state(checkpoint["best_state"]) if checkpoint["best_state"] else None
+        seconds_before = float(checkpoint["seconds"])
+        log(f"resumed from {config.checkpoint} at step {step} of {total}")
+    train_model = model
+    if distributed.world_size() > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
     started = time.perf_counter()
-    for epoch in range(config.epochs):
+
+    def elapsed() -> float:
+        return seconds_before + time.perf_counter() - started
+
+    def save_checkpoint() -> None:
+        if config.checkpoint and distributed.is_main():
+            save_compact(config.checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
+                "best": best, "best_state": best_state or {}, "seconds": elapsed(), "config": config.to_dict(),
+            })
+
+    running: list[float] = []
+    while step < total and not stop.requested:
+        epoch, skip = divmod(step, batches_per_epoch)
         train_set.set_epoch(epoch)
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch, skip * config.batch_size)
         model.train()
-        running = []
         for batch in loader:
             factor = _lr_factor(step, total, warmup)
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * factor
             running.append(train_step(train_model, batch, loss_fn, optimizer, device, use_amp))
             step += 1
-            if step >= total:
+            if step % config.checkpoint_every_steps == 0 and step % batches_per_epoch and step < total:
+                save_checkpoint()
+            if step >= total or stop.requested:
                 break
-        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(running)), "seconds": time.perf_counter() - started}
+        if step % batches_per_epoch and step < total:
+            break  # stopped inside an epoch: no validation of a partial epoch
+        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(running)) if running else None,
+                  "seconds": round(elapsed(), 1)}
+        running = []
         if len(val_set):
             record["val"] = validate(model, val_loader, task, loss_fn, device, config.spacing_mm)
             score = record["val"][record["val"]["metric"]]
@@ -332,19 +402,41 @@ def finetune(config: FinetuneConfig, log=print) -> dict:
                 best, best_state = score, copy.deepcopy(model.state_dict())
         history.append(record)
         log(json.dumps(record))
-        if step >= total:
-            break
+        save_checkpoint()
+    finished = step >= total
+    if not finished:
+        save_checkpoint()
+        log(f"stopped at step {step} of {total} ({stop.reason}); resume with the same command and --resume")
 
     if best_state is not None:
         model.load_state_dict(best_state)
     summary = {"task": task.name, "config": config.to_dict(), "history": history, "best_val": best,
-               "n_train": len(train_samples), "n_val": len(val_samples), "steps": step}
+               "n_train": len(train_samples), "n_val": len(val_samples), "steps": step, "total_steps": total,
+               "finished": finished, "train_seconds": round(elapsed(), 1)}
     if distributed.is_main():
         (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
         for folder in {str(out / "weights"), config.weights_out} - {None}:
             save_finetuned(model.cpu(), task, config, folder, summary)
     distributed.cleanup()
     return summary
+
+
+def _read_checkpoint(config: FinetuneConfig, resume: bool, log) -> dict | None:
+    """The checkpoint to resume from, or None; refuses to overwrite one without ``resume``
+    and to resume with settings that change the training."""
+    if not config.checkpoint or not Path(config.checkpoint).exists():
+        if resume:
+            log(f"resume: no checkpoint at {config.checkpoint} yet, starting from the beginning")
+        return None
+    if not resume:
+        raise SystemExit(f"{config.checkpoint} exists: pass --resume to continue that run, or choose another --checkpoint")
+    checkpoint = load_compact(config.checkpoint)
+    saved, current = checkpoint["config"], json.loads(json.dumps(config.to_dict(), default=str))
+    run_control = {"out", "workers", "device", "weights_out", "checkpoint", "checkpoint_every_steps"}
+    differing = [k for k in current if k not in run_control and saved.get(k) != current[k]]
+    if differing:
+        raise SystemExit(f"{config.checkpoint}: cannot resume with different settings ({', '.join(differing)})")
+    return checkpoint
 
 
 def save_finetuned(model: torch.nn.Module, task: TaskSpec, config: FinetuneConfig, folder: str | Path, summary: dict) -> Path:
@@ -367,6 +459,8 @@ def save_finetuned(model: torch.nn.Module, task: TaskSpec, config: FinetuneConfi
             "few_shot": config.few_shot,
             "epochs": config.epochs,
             "steps": summary["steps"],
+            "finished": summary.get("finished", True),
+            "train_seconds": summary.get("train_seconds"),
             "n_train": summary["n_train"],
             "n_val": summary["n_val"],
             "split": "Training/splits (patient-level, fixed)",
