@@ -332,7 +332,7 @@ def evaluate_study(folder: Path, options: AnalysisOptions, log=print) -> dict:
     phantom_agrees = bool(np.allclose(np.nan_to_num(check, nan=-1e9), np.nan_to_num(truth_points, nan=-1e9), atol=0.01))
     truth_aha = _truth_aha(cine_labels[:, t_ed], cine.ijk_to_lps, truth_points, towards_base)
 
-    from cmrtrain.data.rv_insertion import rv_insertion_points
+    from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 
     ed_labels = cine_labels[:, t_ed]
     oracle_rc = np.full((n_cine, 2, 2), np.nan)

@@ -5,9 +5,15 @@ in as they like (and copy between protocols), so the header guess is only a cros
 where it disagrees with the pixels, the analysis raises a quality flag and the pixels win.
 The header decides only when a model cannot run at all (weights missing), and then says so.
 
-One structural rule applies on top of the model: a single-frame stack cannot be a cine,
-so "cine" is left out when choosing the class of a one-frame stack. The view model is
-run on multi-frame stacks only (it was trained on cine images).
+Two structural rules apply on top of the models. A single-frame stack cannot be a cine,
+so "cine" is left out when choosing the class of a one-frame stack (the view model runs
+on multi-frame stacks only: it was trained on cine images). And the planes of a study
+know each other (``apply_plane_geometry``): a long-axis view (2, 3 or 4 chambers)
+contains the heart's long axis, to which the short-axis slices are perpendicular, so a
+cine whose plane stands at a large angle to the study's short-axis stack is not a
+short-axis view, and one parallel to it is not a long-axis view. A real long-axis cine
+whose texture the view model has never seen is then at worst a wrong long-axis view,
+not "sax".
 """
 
 from __future__ import annotations
@@ -19,6 +25,14 @@ import numpy as np
 
 from ..stack import ImageStack, SeriesInfo
 from ..tasks import CINE_VIEWS, IMAGE_TYPES
+
+# Plane geometry (apply_plane_geometry): the short-axis reference is a cine of at least this
+# many parallel slices; planes at least LONG_AXIS_MIN_ANGLE_DEG from it are long-axis (true
+# long-axis views stand near 90 degrees), planes within SHORT_AXIS_MAX_ANGLE_DEG short-axis.
+MIN_SAX_STACK_SLICES = 5
+LONG_AXIS_MIN_ANGLE_DEG = 45.0
+SHORT_AXIS_MAX_ANGLE_DEG = 20.0
+LONG_AXIS_VIEWS = ("2ch", "3ch", "4ch")
 
 # A class whose probability is below this is reported as low confidence.
 LOW_CONFIDENCE = 0.5
@@ -90,7 +104,7 @@ class StackClassification:
     image_type: str | None
     image_type_source: str  # "pixels", "header" (no model) or "none"
     view: str | None = None  # multi-frame stacks only
-    view_source: str = "none"
+    view_source: str = "none"  # "pixels", "pixels + plane geometry", "header" or "none"
     image_type_probabilities: dict[str, float] | None = None
     view_probabilities: dict[str, float] | None = None
     header: HeaderGuess = field(default_factory=lambda: HeaderGuess(None, None))
@@ -119,7 +133,7 @@ class StackClassification:
         if self.image_type_source == "pixels" and self.header.image_type not in (None, self.image_type):
             found.append(f"header suggests {self.header.image_type}, pixels say {self.image_type}"
                          f" (p={self.image_type_confidence:.2f})")
-        if self.view_source == "pixels" and self.header.view not in (None, self.view):
+        if self.view_source.startswith("pixels") and self.header.view not in (None, self.view):
             found.append(f"header suggests the {self.header.view} view, pixels say {self.view} (p={self.view_confidence:.2f})")
         return found
 
@@ -168,6 +182,45 @@ def classify_stack(stack: ImageStack, image_type_model=None, view_model=None) ->
     if sample.pixels.shape[:2] != stack.pixels.shape[:2]:
         result.notes.append(f"classified on {sample.n_slices} slice(s) x {sample.n_frames} frame(s) of the stack")
     return result
+
+
+def apply_plane_geometry(classified: list[tuple[str, ImageStack, StackClassification]]) -> str | None:
+    """Correct cine views that the study's plane geometry rules out (see the module
+    docstring); returns the key of the short-axis reference stack, or None when the study
+    has none (then nothing changes). Views stay the pixels' choice among the views the
+    geometry allows, their probabilities renormalised over those; a note says why."""
+    cines = [(key, stack, c) for key, stack, c in classified
+             if c.image_type == "cine" and c.view_probabilities is not None and _has_plane(stack)]
+    candidates = [entry for entry in cines if entry[1].n_slices >= MIN_SAX_STACK_SLICES]
+    if not candidates:
+        return None
+    ref_key, reference, _ = max(candidates, key=lambda e: (e[1].n_slices, e[2].view_probabilities.get("sax", 0.0)))
+    for key, stack, c in cines:
+        if key == ref_key:
+            continue
+        angle = float(np.degrees(np.arccos(min(1.0, abs(float(stack.normal @ reference.normal))))))
+        if angle >= LONG_AXIS_MIN_ANGLE_DEG:
+            allowed, why = [v for v in CINE_VIEWS if v != "sax"], "not a short-axis view"
+        elif angle <= SHORT_AXIS_MAX_ANGLE_DEG:
+            allowed, why = [v for v in CINE_VIEWS if v not in LONG_AXIS_VIEWS], "not a long-axis view"
+        else:
+            continue
+        raw = dict(c.view_probabilities)
+        total = sum(raw[v] for v in allowed)
+        if total <= 0:
+            continue
+        c.view_probabilities = {v: (raw[v] / total if v in allowed else 0.0) for v in CINE_VIEWS}
+        chosen = max(allowed, key=raw.__getitem__)
+        if chosen != c.view:
+            c.notes.append(f"plane at {angle:.0f} deg to the short-axis stack {ref_key}: {why}; the view model's "
+                           f"first choice {c.view} (p={raw[c.view]:.2f}) replaced by {chosen}")
+            c.view, c.view_source = chosen, "pixels + plane geometry"
+    return ref_key
+
+
+def _has_plane(stack: ImageStack) -> bool:
+    normal = stack.normal
+    return bool(np.isfinite(normal).all() and abs(np.linalg.norm(normal) - 1.0) < 1e-3)
 
 
 def sample_images(stack: ImageStack, max_images: int = MAX_IMAGES) -> ImageStack:

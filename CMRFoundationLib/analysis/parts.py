@@ -30,6 +30,7 @@ from ..measurements import (
     segmental_wall_thickness,
     ventricular_function,
 )
+from ..measurements.insertion_points import joined_insertion_points, stack_insertion_points
 from ..measurements.phenotypes import cardiac_phenotypes
 from ..measurements.volumes import pixel_area_mm2, slice_depths_mm, slice_thicknesses
 from ..stack import ImageStack
@@ -185,13 +186,20 @@ def myocardial_segments_part(ctx: Context, part: PartResult, stack: ImageStack) 
     ed = sax.ed_frame
     ed_labels = sax.labels[:, ed]
     landmarks = ctx.predict("rv_insertion", one_frame(stack, ed))
-    points, confidence = landmarks.points_rc[:, 0].copy(), landmarks.confidence[:, 0]
+    confidence = landmarks.confidence[:, 0]
+    column_row = stack.spacing[:2]
+    from_segmentation = stack_insertion_points(ed_labels, lv_blood=lv, lv_myocardium=myo, rv_blood=rv)
+    points, source = joined_insertion_points(from_segmentation, landmarks.points_rc[:, 0],
+                                             (float(column_row[1]), float(column_row[0])))
     with_lv = (ed_labels == myo).any(axis=(1, 2))
     points[~with_lv] = np.nan  # the model also answers on slices beyond the heart
-    weak = [int(k) for k in np.flatnonzero(with_lv) if (confidence[k] < MIN_LANDMARK_CONFIDENCE).any()]
+    source[~with_lv] = ""
+    weak = [int(k) for k in np.flatnonzero(with_lv)
+            if ((source[k] == "") | ((source[k] == "heatmap") & (confidence[k] < MIN_LANDMARK_CONFIDENCE))).any()]
     if weak:
-        ctx.flag("warning", r.LOW_CONFIDENCE, f"RV insertion point confidence below {MIN_LANDMARK_CONFIDENCE} in "
-                 f"slice(s) {weak}: those slices borrow the segment angles of the nearest slice", part.series, part.name)
+        ctx.flag("warning", r.LOW_CONFIDENCE, f"RV insertion point not found or below confidence "
+                 f"{MIN_LANDMARK_CONFIDENCE} in slice(s) {weak}: those slices borrow the segment angles of the "
+                 "nearest slice", part.series, part.name)
     aha = aha_segments(ed_labels, stack.ijk_to_lps, points, basal_end=sax.basal_end, lv_blood=lv,
                        lv_myocardium=myo, rv_blood=rv)
     thickness = segmental_wall_thickness(ed_labels, stack.ijk_to_lps, aha, lv_myocardium=myo)
@@ -199,7 +207,7 @@ def myocardial_segments_part(ctx: Context, part: PartResult, stack: ImageStack) 
 
     part.notes += aha.warnings
     part.results = {"frame": ed, "basal_end": aha.basal_end,
-                    "insertion_points": insertion_points_json(stack, points, confidence, with_lv),
+                    "insertion_points": insertion_points_json(stack, points, confidence, with_lv, source),
                     "aha": aha.to_dict(), "wall_thickness": thickness.to_dict()}
     for segment in thickness.segments:
         part.measure("wall_thickness", segment.mean_mm, "mm", segment=segment.segment)
@@ -471,7 +479,10 @@ def body_size(stack: ImageStack) -> tuple[float | None, float | None]:
     return height, info.patient_weight or None
 
 
-def insertion_points_json(stack: ImageStack, points: np.ndarray, confidence: np.ndarray, with_lv: np.ndarray) -> list[dict]:
+def insertion_points_json(stack: ImageStack, points: np.ndarray, confidence: np.ndarray, with_lv: np.ndarray,
+                          source: np.ndarray) -> list[dict]:
+    """Per slice with LV: each point's pixel and LPS position, the heatmap model's confidence,
+    and its source ("segmentation": the contact arc of the segmentation; "heatmap": the model)."""
     lps = stack.pixel_points_to_lps(points)
     found = []
     for k in np.flatnonzero(with_lv):
@@ -479,7 +490,7 @@ def insertion_points_json(stack: ImageStack, points: np.ndarray, confidence: np.
         for j, name in enumerate(("anterior", "inferior")):
             entry[name] = None if np.isnan(points[k, j]).any() else {
                 "row_col": [round(float(v), 2) for v in points[k, j]], "lps": [round(float(v), 2) for v in lps[k, j]],
-                "confidence": round(float(confidence[k, j]), 3)}
+                "confidence": round(float(confidence[k, j]), 3), "source": str(source[k, j])}
         found.append(entry)
     return found
 

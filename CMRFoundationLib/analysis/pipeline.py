@@ -22,7 +22,7 @@ from ..problems import Problem
 from ..stack import ImageStack
 from ..volume_io import read_any
 from . import results as r
-from .classify import LOW_CONFIDENCE, classify_stack
+from .classify import LOW_CONFIDENCE, apply_plane_geometry, classify_stack
 from .geometry import slice_gap_findings
 from .options import AnalysisOptions
 from .parts import PARTS, Context, PartSkipped
@@ -157,6 +157,8 @@ def _classify(analysis: StudyAnalysis, predictors: Predictors, steps: "_Steps") 
             log.exception("classifying %s failed", record.key)
             analysis.flags.append(Flag("error", r.SERIES_NOT_USED, f"series {record.key} not used: classification "
                                        f"failed: {type(error).__name__}: {error}", record.key))
+    apply_plane_geometry([(record.key, record.stack, record.classification) for record in analysis.series
+                          if record.classification is not None])
 
 
 def _flag_classification(analysis: StudyAnalysis, used: set[str]) -> None:

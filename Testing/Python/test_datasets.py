@@ -14,7 +14,7 @@ from CMRFoundationLib.tasks import DISEASES, LANDMARKS, SEGMENTATION, TASKS
 from cmrtrain.data import samples_for, summarize
 from cmrtrain.data.acdc import ACDC_TASKS, acdc_samples
 from cmrtrain.data.emidec import EMIDEC_TASKS, emidec_samples
-from cmrtrain.data.rv_insertion import rv_insertion_points
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from cmrtrain.data.sample import base_to_apex
 from cmrtrain.data.splits import load_split, make_split, synthetic_split
 from cmrtrain.data.synthetic import build_synthetic_cache, synthetic_samples

@@ -578,3 +578,28 @@ def test_atria_of_the_study_four_chamber_cine(sample_study, sample_truth):
     assert result.la.max_frame == sample_truth["cine"]["es_frame"]
     assert result.la.at_max.volume_ml == pytest.approx(at_es["la_blood_pool"], rel=0.2)
     assert result.ra.at_max.volume_ml == pytest.approx(at_es["ra_blood_pool"], rel=0.2)
+
+
+def test_insertion_points_join_segmentation_and_heatmaps():
+    from CMRFoundationLib.measurements.insertion_points import joined_insertion_points, stack_insertion_points
+
+    yy, xx = np.mgrid[:64, :64]
+    frame = np.zeros((64, 64), np.uint8)
+    frame[np.hypot(yy - 32, xx - 18) < 12] = 3  # RV beside the LV
+    frame[np.hypot(yy - 32, xx - 36) < 12] = 2
+    frame[np.hypot(yy - 32, xx - 36) < 7] = 1
+    labels = np.stack([frame, np.zeros_like(frame)])  # the second slice has no heart
+    seg = stack_insertion_points(labels, lv_blood=1, lv_myocardium=2, rv_blood=3)
+    assert np.isfinite(seg[0]).all() and np.isnan(seg[1]).all()
+    assert seg[0, 0, 0] < 32 < seg[0, 1, 0]  # anterior above, inferior below, RV on the left
+    near = seg + 1.0  # the heatmap model agrees within a few mm
+    far = seg.copy()
+    far[0, 0] += 20.0  # disagrees about the anterior point by 30 mm
+    heat = np.where(np.isnan(near), 5.0, near)  # and answers where the segmentation gives nothing
+    joined, source = joined_insertion_points(seg, heat, (1.5, 1.5))
+    np.testing.assert_array_equal(joined[0], seg[0])
+    np.testing.assert_array_equal(joined[1], heat[1])
+    assert source.tolist() == [["segmentation", "segmentation"], ["heatmap", "heatmap"]]
+    joined, source = joined_insertion_points(seg, np.where(np.isnan(far), np.nan, far), (1.5, 1.5))
+    np.testing.assert_array_equal(joined[0, 0], far[0, 0])  # a broken contact arc loses to the model
+    assert source[0].tolist() == ["heatmap", "segmentation"] and source[1].tolist() == ["", ""]

@@ -32,7 +32,7 @@ import numpy as np
 
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TaskSpec
 
-from .rv_insertion import rv_insertion_points
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from .sample import Sample, as_task, load_image_label_npz, remap_labels, repeat3, require_task, select_cases
 
 ACDC_TASKS = ("seg_sax_cine", "rv_insertion", "image_type", "cine_view", "disease")

@@ -46,7 +46,7 @@ from CMRFoundationLib.synthetic.phantom import PATHOLOGIES
 from CMRFoundationLib.synthetic.study import load_label_map, load_truth, make_sample_study
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TASKS, TaskSpec
 
-from .rv_insertion import rv_insertion_points
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from .sample import Sample, as_task, base_to_apex, lge_levels, remap_labels, repeat3, require_task
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""RV insertion points derived from a short-axis label map.
+"""RV insertion points derived from a short-axis label map, and joined with the heatmap model's.
 
 The insertion points are where the RV free wall attaches to the LV: the two ends of the
 arc along which the RV blood pool touches the LV epicardium (LV blood pool plus
@@ -22,6 +22,12 @@ the top) walking the contact arc counter-clockwise on screen goes from the anter
 the inferior insertion point; this holds whatever the in-plane rotation of the heart, so
 only a mirrored image would swap them. Synthetic DICOM stacks and the ACDC arrays both
 have this handedness (checked against the synthetic truth and by eye on ACDC).
+
+In the analysis the rule runs on the model's segmentation and is joined with the
+heatmap model (``joined_insertion_points``): the segmentation knows where the RV meets
+the LV to the pixel, the heatmap model knows which end is which when the segmentation's
+contact arc is broken. The training data use the rule on the true labels, so the two
+agree by construction where the segmentation is right.
 """
 
 from __future__ import annotations
@@ -123,3 +129,39 @@ def _clean_runs(flags: np.ndarray, max_gap: int, min_run: int) -> np.ndarray:
         if length < min_run:
             flags[(start + np.arange(length)) % len(flags)] = False
     return flags
+
+
+def stack_insertion_points(labels: np.ndarray, *, lv_blood: int, lv_myocardium: int, rv_blood: int) -> np.ndarray:
+    """The rule on every slice of one frame ``labels`` [slices, rows, cols]: [slices, 2, 2]
+    (anterior, inferior) x (row, col), NaN where a slice gives no clean contact arc."""
+    out = np.full((len(labels), 2, 2), np.nan, dtype=np.float32)
+    for k, frame in enumerate(labels):
+        points = rv_insertion_points(np.isin(frame, (lv_blood, lv_myocardium)), frame == rv_blood)
+        if points is not None:
+            out[k] = points
+    return out
+
+
+def joined_insertion_points(from_segmentation: np.ndarray, from_heatmaps: np.ndarray, spacing_rc,
+                            agree_mm: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """One set of points [slices, 2, 2] from both sources, and where each came from.
+
+    A point the segmentation gives is kept when the heatmap model agrees within
+    ``agree_mm`` or has no answer; when they disagree by more, the segmentation's contact
+    arc is most likely cut short by a segmentation error, and the heatmap's point is
+    used. Where the segmentation gives nothing, the heatmap's point is used. The second
+    array [slices, 2] says "segmentation", "heatmap" or "" (no point) for each.
+    """
+    seg = np.asarray(from_segmentation, dtype=np.float32)
+    heat = np.asarray(from_heatmaps, dtype=np.float32)
+    if seg.shape != heat.shape or seg.shape[1:] != (2, 2):
+        raise ValueError(f"insertion points must both be [slices, 2, 2], got {seg.shape} and {heat.shape}")
+    scale = np.asarray(spacing_rc, dtype=np.float32)
+    distance = np.linalg.norm((seg - heat) * scale, axis=-1)  # [slices, 2]; NaN if either is missing
+    seg_ok = np.isfinite(seg).all(-1)
+    heat_ok = np.isfinite(heat).all(-1)
+    use_seg = seg_ok & (~heat_ok | (distance <= agree_mm))
+    use_heat = ~use_seg & heat_ok
+    joined = np.where(use_seg[..., None], seg, np.where(use_heat[..., None], heat, np.nan)).astype(np.float32)
+    source = np.where(use_seg, "segmentation", np.where(use_heat, "heatmap", ""))
+    return joined, source
