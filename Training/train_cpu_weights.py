@@ -3,11 +3,17 @@
     python Training/train_cpu_weights.py --synthetic-root runs/synthetic --out Resources/Weights \
         --encoder-weights runs/dino_nano/encoder.safetensors
 
-Each task is finetuned with configs/finetune_cpu_tiny.json (vit_nano, 2 mm grid of
-112x112) for a fixed number of steps (STEPS; --steps TASK=N changes one), written to OUT
-as safetensors + manifest, and evaluated on the test split of each of its sources; the
-numbers go into the manifest and into RESULTS/<source>/<task>.json|md under the name
---method. The same script trains the comparisons recorded in Training/results/cpu_nano:
+Each task is finetuned with --config (default configs/finetune_cpu_tiny.json: vit_nano,
+2 mm grid of 112x112; configs/finetune_hybrid_cpu.json: the hybrid encoder on the 1.25 mm
+grid) for a fixed number of steps (the config's "steps", else STEPS; --steps TASK=N
+changes one), written to OUT as safetensors + manifest, and evaluated on the test split
+of each of its sources; the numbers go into the manifest and into
+RESULTS/<source>/<task>.json|md under the name --method.
+
+Runs longer than a session: with --checkpoints DIR each task keeps a compact resumable
+checkpoint DIR/<task>.pt; --max-minutes stops the whole run cleanly (the running task
+writes its checkpoint and its best weights so far, and is not evaluated); the same
+command with --resume continues where it stopped, skipping finished tasks. The same script trains the comparisons recorded in Training/results/cpu_nano:
 the ResNet50 baseline (--encoder resnet50), the encoder from scratch (no
 --encoder-weights) and few-shot runs (--few-shot N). The full-size weights come from
 configs/finetune_vit_small.json on a GPU.
@@ -24,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from cmrtrain.checkpoint import StopRequest  # noqa: E402
 from cmrtrain.data import samples_for  # noqa: E402
 from cmrtrain.evaluation import evaluate, kind_metric, write_results  # noqa: E402
 from cmrtrain.finetune import DEFAULT_SOURCES, FinetuneConfig, finetune  # noqa: E402
@@ -56,30 +63,46 @@ def main(argv=None) -> int:
     parser.add_argument("--results", default=str(HERE / "results" / "cpu_nano" / "cmrfoundation"))
     parser.add_argument("--steps", nargs="+", default=[], metavar="TASK=N", help="change a task's step count")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
+    parser.add_argument("--config", default=str(HERE / "configs" / "finetune_cpu_tiny.json"))
+    parser.add_argument("--checkpoints", help="folder of per-task resumable checkpoints (e.g. Training/checkpoints/hybrid_cpu)")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoints; finished tasks are skipped")
+    parser.add_argument("--max-minutes", type=float, help="stop the whole run cleanly after this long")
     args = parser.parse_args(argv)
 
-    steps = dict(STEPS)
+    base = json.loads(Path(args.config).read_text())
+    base.pop("description", None)
+    steps = dict(base.pop("steps", STEPS))
     for item in args.steps:
         name, _, count = item.partition("=")
         get_task(name)
         steps[name] = int(count)
-    base = json.loads((HERE / "configs" / "finetune_cpu_tiny.json").read_text())
     if args.encoder:
         base["encoder"] = args.encoder
     described = (f"{base['encoder']}, {base['spacing_mm']:g} mm, {base['size']} px, "
-                 f"{'DINO ' + Path(args.encoder_weights).parent.name if args.encoder_weights else 'from scratch'}"
+                 f"{'pretrained ' + Path(args.encoder_weights).parent.name if args.encoder_weights else 'from scratch'}"
                  f"{f', few-shot {args.few_shot}' if args.few_shot else ''}")
+    stop = StopRequest(args.max_minutes).__enter__()
     for name in args.tasks:
         task = get_task(name)
         start = time.perf_counter()
+        checkpoint = str(Path(args.checkpoints) / f"{name}.pt") if args.checkpoints else None
         config = FinetuneConfig.from_dict({
             **base, "task": name, "out": str(Path(args.runs) / name), "synthetic_root": args.synthetic_root,
-            "encoder_weights": args.encoder_weights, "weights_out": args.out, "workers": 0, "epochs": 1000,
-            "max_steps": steps[name], "few_shot": args.few_shot, "seed": args.seed,
-            "sources": args.sources, "val_split": None if args.no_val else "val",
+            "encoder_weights": args.encoder_weights, "weights_out": args.out, "workers": 0,
+            "epochs": base.get("epochs", 1000), "max_steps": steps[name], "few_shot": args.few_shot, "seed": args.seed,
+            "sources": args.sources, "val_split": None if args.no_val else "val", "checkpoint": checkpoint,
         })
-        summary = finetune(config, log=lambda m: print(f"[{name}] {m}", flush=True))
-        train_seconds = time.perf_counter() - start
+        if args.resume and (Path(args.runs) / name / "summary.json").exists():
+            done = json.loads((Path(args.runs) / name / "summary.json").read_text())
+            if done.get("finished") and done.get("steps") == steps[name]:
+                print(f"[{name}] finished in an earlier run: skipped", flush=True)
+                continue
+        summary = finetune(config, log=lambda m: print(f"[{name}] {m}", flush=True), resume=args.resume, stop=stop)
+        if not summary["finished"]:
+            print(f"[{name}] stopped at step {summary['steps']} of {summary['total_steps']}; not evaluated. "
+                  "Run the same command with --resume to continue.", flush=True)
+            break
+        train_seconds = summary["train_seconds"]
         log_folder = Path(args.results) / "training"  # config and per-epoch history, kept with the results
         log_folder.mkdir(parents=True, exist_ok=True)
         (log_folder / f"{name}.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -352,6 +352,9 @@ def finetune(config: FinetuneConfig, log=print, resume: bool = False, stop: Stop
     warmup = int(config.warmup_epochs * batches_per_epoch)
     history, best, best_state, step, seconds_before = [], None, None, 0, 0.0
     if checkpoint is not None:
+        if checkpoint.get("n_train") != len(train_samples):
+            raise SystemExit(f"{config.checkpoint}: the run trained on {checkpoint.get('n_train')} samples, "
+                             f"these sources give {len(train_samples)} (data added or missing?); cannot resume exactly")
         model.load_state_dict(float32_state(checkpoint["model"]))
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, history, best = int(checkpoint["step"]), list(checkpoint["history"]), checkpoint["best"]
@@ -371,7 +374,8 @@ def finetune(config: FinetuneConfig, log=print, resume: bool = False, stop: Stop
         if config.checkpoint and distributed.is_main():
             save_compact(config.checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "history": history,
-                "best": best, "best_state": best_state or {}, "seconds": elapsed(), "config": config.to_dict(),
+                "best": best, "best_state": best_state or {}, "seconds": elapsed(), "n_train": len(train_samples),
+                "config": json.loads(json.dumps(config.to_dict(), default=str)),
             })
 
     running: list[float] = []

@@ -98,6 +98,11 @@ def build_synthetic_cache(root: str | os.PathLike, seeds: Iterable[int], frames:
     return folders
 
 
+def _under(root: Path, folder: Path) -> Path:
+    """``folder`` as given when it is absolute or already starts with ``root``, else under ``root``."""
+    return folder if folder.is_absolute() or folder.is_relative_to(root) else root / folder
+
+
 def study_folders(root: str | os.PathLike, studies: Iterable[int | str | os.PathLike] | None = None) -> list[Path]:
     """The study folders to read: ``root`` itself if it is a study, else its studies.
 
@@ -105,7 +110,7 @@ def study_folders(root: str | os.PathLike, studies: Iterable[int | str | os.Path
     """
     root = Path(root)
     if studies is not None:
-        selected = [study_folder(root, s) if isinstance(s, (int, np.integer)) else root / s for s in studies]
+        selected = [study_folder(root, s) if isinstance(s, (int, np.integer)) else _under(root, Path(s)) for s in studies]
         missing = [str(f) for f in selected if not (f / "ground_truth" / "study.json").is_file()]
         if missing:
             raise FileNotFoundError(f"not synthetic studies (no ground_truth/study.json): {', '.join(missing)}")
