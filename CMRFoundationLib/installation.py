@@ -75,7 +75,8 @@ def import_weights(source: str | os.PathLike, destination: str | os.PathLike) ->
     SHA-256 before anything is copied, so a corrupt or partial download changes nothing;
     a file that other tasks in ``destination`` use is never replaced by a different one.
     Manifests are written last, so ``destination`` never lists a task whose files are
-    missing. Only task manifests (format "cmrfm-weights") and their files are imported.
+    missing. Task manifests (format "cmrfm-weights") and their files are imported, and from a
+    folder its phenotype disease classifier (``disease_phenotypes.json``) when it reads back.
     """
     source = Path(source)
     if source.suffix.lower() == ".zip":
@@ -103,6 +104,16 @@ def import_weights(source: str | os.PathLike, destination: str | os.PathLike) ->
             _copy_atomically(folder / path, target)
     for task in tasks:
         _copy_atomically(folder / f"{task}.json", destination / f"{task}.json")
+    # A folder's disease classifier on phenotypes (a checked JSON file, not task weights) comes along.
+    from .models.phenotype_classifier import FILE_NAME as PHENOTYPE_FILE  # needs numpy: imported on use
+    from .models.phenotype_classifier import PhenotypeClassifier
+
+    if source.is_dir() and (folder / PHENOTYPE_FILE).is_file():
+        try:
+            PhenotypeClassifier.load(folder)
+        except ValueError as error:
+            raise WeightsError(f"{error}; the task weights were imported, the classifier was not") from None
+        _copy_atomically(folder / PHENOTYPE_FILE, destination / PHENOTYPE_FILE)
     return sorted(tasks)
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cmrtrain, when run as a script
 
 from cmrtrain import distributed  # noqa: E402
+from cmrtrain.checkpoint import StopRequest  # noqa: E402
 from cmrtrain.dino import (  # noqa: E402
     DINOHead,
     DINOLoss,
@@ -140,6 +141,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="override the config's DataLoader workers per GPU")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     parser.add_argument("--max-steps", type=int, help="stop (checkpoint and export) once this many steps are done in total")
+    parser.add_argument("--max-minutes", type=float, help="stop (checkpoint and export) after this long, or on SIGTERM")
     return parser.parse_args(argv)
 
 
@@ -152,12 +154,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             config[key] = value
     device = distributed.init_distributed(args.device)
     try:
-        return _train(args, config, device)
+        with StopRequest(args.max_minutes) as stop:
+            return _train(args, config, device, stop)
     finally:
         distributed.cleanup()
 
 
-def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.device,
+           stop: StopRequest | None = None) -> dict[str, Any]:
+    stop = stop or StopRequest()
     out = Path(args.out)
     checkpoint_path = out / "checkpoint.pt"
     if distributed.is_main():
@@ -254,10 +259,10 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
         train_student = DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
 
     total_steps = epochs * iters_per_epoch
-    stop = min(total_steps, args.max_steps) if args.max_steps else total_steps
+    last = min(total_steps, args.max_steps) if args.max_steps else total_steps
     log.info("training %s + DINO head (%d prototypes): %d crops, %d steps per epoch, %d epochs, stopping at step %d, "
              "batch %d x %d processes, %s on %s", config["encoder"], head_cfg["out_dim"], views.n_crops,
-             iters_per_epoch, epochs, stop, batch_size, world, config["precision"] if use_amp else "fp32", device)
+             iters_per_epoch, epochs, last, batch_size, world, config["precision"] if use_amp else "fp32", device)
 
     def save_checkpoint() -> None:
         if distributed.is_main():
@@ -284,7 +289,8 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
     started = time.time()
     student.train()
     teacher.eval()
-    while step < stop:
+    stopping = False
+    while step < last:
         epoch = step // iters_per_epoch
         sampler.set_epoch(epoch, skip_batches=step % iters_per_epoch, batch_size=batch_size)
         for crops in loader:
@@ -315,16 +321,21 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
 
             window_loss += loss.detach()
             window_steps += 1
-            if step % config["log_every"] == 0 or step == stop:
+            if step % config["log_every"] == 0 or step == last:
                 last_loss = float(distributed.all_reduce_mean(window_loss / window_steps))
                 _log_step(out, step, epoch, last_loss, lr_schedule[step - 1], wd_schedule[step - 1],
                           momentum_schedule[step - 1], dino_loss.teacher_temperature(epoch), time.time() - started)
                 window_loss.zero_()
                 window_steps = 0
-            if step % config["checkpoint_every_steps"] == 0 or step % iters_per_epoch == 0 or step == stop:
+            # Every process must agree to stop at the same step (one may see the signal first).
+            stopping = bool(distributed.all_reduce_mean(torch.tensor(float(stop.requested), device=device)) > 0)
+            if step % config["checkpoint_every_steps"] == 0 or step % iters_per_epoch == 0 or step == last or stopping:
                 save_checkpoint()
-            if step >= stop:
+            if step >= last or stopping:
                 break
+        if stopping:
+            log.info("stopped at step %d (%s); resume with --resume", step, stop.reason)
+            break
 
     manifest = _export(out, teacher.encoder, config, args, dataset, step, iters_per_epoch, last_loss)
     distributed.barrier()

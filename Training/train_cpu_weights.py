@@ -72,6 +72,7 @@ def main(argv=None) -> int:
     base = json.loads(Path(args.config).read_text())
     base.pop("description", None)
     steps = dict(base.pop("steps", STEPS))
+    task_overrides = base.pop("task_overrides", {})  # e.g. full rotation for the view classifier
     for item in args.steps:
         name, _, count = item.partition("=")
         get_task(name)
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         checkpoint = str(Path(args.checkpoints) / f"{name}.pt") if args.checkpoints else None
         config = FinetuneConfig.from_dict({
-            **base, "task": name, "out": str(Path(args.runs) / name), "synthetic_root": args.synthetic_root,
+            **base, **task_overrides.get(name, {}), "task": name, "out": str(Path(args.runs) / name), "synthetic_root": args.synthetic_root,
             "encoder_weights": args.encoder_weights, "weights_out": args.out, "workers": 0,
             "epochs": base.get("epochs", 1000), "max_steps": steps[name], "few_shot": args.few_shot, "seed": args.seed,
             "sources": args.sources, "val_split": None if args.no_val else "val", "checkpoint": checkpoint,

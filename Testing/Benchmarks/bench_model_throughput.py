@@ -3,7 +3,9 @@
 Measures, side by side in one run on one machine, the segmentation model of
 seg_sax_cine (the heaviest task) in the configurations the project trains:
 
-* the CPU weight set: vit_nano encoder + narrow UNETR decoder on the 2 mm / 112 px grid;
+* the CPU weight set: the hybrid encoder (convolutions at full resolution, transformer on
+  1/16 tokens) + U-Net decoder on the 1.25 mm / 176 px grid, and before it the vit_nano
+  encoder + narrow UNETR decoder on the 2 mm / 112 px grid;
 * the method's full size: ViT-S/8 + UNETR decoder on the 1 mm / 224 px grid;
 * the ResNet50 U-Net baseline, on both grids.
 
@@ -40,12 +42,13 @@ from CMRFoundationLib.tasks import get_task  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 CPU_DECODER = (16, 32, 64, 96)  # configs/finetune_cpu_tiny.json
-# (name, encoder, image size, decoder widths)
+# (name, encoder, image size, decoder widths, grid); the first row is the reference of the ratios.
 MODELS = [
-    ("vit_nano + narrow UNETR (CPU set)", "vit_nano", 112, CPU_DECODER),
-    ("ResNet50 U-Net", "resnet50", 112, None),
-    ("ViT-S/8 + UNETR (full size)", "vit_small", 224, None),
-    ("ResNet50 U-Net", "resnet50", 224, None),
+    ("vit_nano + narrow UNETR (CPU set until 2026-12)", "vit_nano", 112, CPU_DECODER, "2 mm, 112 px"),
+    ("hybrid_small + U-Net (CPU set)", "hybrid_small", 176, None, "1.25 mm, 176 px"),
+    ("ResNet50 U-Net", "resnet50", 112, None, "2 mm, 112 px"),
+    ("ViT-S/8 + UNETR (full size)", "vit_small", 224, None, "1 mm, 224 px"),
+    ("ResNet50 U-Net", "resnet50", 224, None, "1 mm, 224 px"),
 ]
 
 
@@ -66,7 +69,7 @@ def measure(encoder: str, size: int, decoder, batch: int, repeats: int, device: 
     task = get_task("seg_sax_cine")
     torch.manual_seed(0)
     model = build_model(task, encoder, image_size=size, decoder_features=decoder).to(device)
-    loss_fn = loss_for(task, spacing_mm=2.0 if size == 112 else 1.0)
+    loss_fn = loss_for(task, spacing_mm=224.0 / size)
     optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4)
     images = torch.randn(batch, 3, size, size, device=device)
     labels = torch.randint(0, len(task.labels), (batch, size, size), device=device)
@@ -103,17 +106,17 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--skip-full-size", action="store_true", help="only the 112 px models")
+    parser.add_argument("--skip-full-size", action="store_true", help="only the CPU-sized models")
     args = parser.parse_args(argv)
 
     rows = []
-    for name, encoder, size, decoder in MODELS:
-        if args.skip_full_size and size > 112:
+    for name, encoder, size, decoder, grid in MODELS:
+        if args.skip_full_size and size > 176:
             continue
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = measure(encoder, size, decoder, args.batch, args.repeats, args.device)
-        rows.append((name, size, result))
+        rows.append((name, grid, result))
         print(f"{name} @ {size} px: train {result['train_images_s']:.1f} img/s, "
               f"inference {result['infer_images_s']:.1f} img/s", flush=True)
 
@@ -133,8 +136,7 @@ def main(argv=None) -> int:
         + (" peak GPU memory (GiB) |" if args.device == "cuda" else ""),
         "|---|---|---|---|---|---|" + ("---|" if args.device == "cuda" else ""),
     ]
-    for name, size, r in rows:
-        grid = "2 mm, 112 px" if size == 112 else "1 mm, 224 px"
+    for name, grid, r in rows:
         line = (f"| {name} | {grid} | {r['parameters_m']:.1f} | {r['train_images_s']:.1f} | {r['infer_images_s']:.1f} "
                 f"| {r['infer_images_s'] / reference['infer_images_s']:.2f} |")
         if args.device == "cuda":

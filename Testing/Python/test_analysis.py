@@ -297,7 +297,8 @@ def test_rewriting_replaces_a_previous_analysis_but_keeps_other_files(analysis, 
 @pytest.fixture(scope="module")
 def damaged(sample_study, sample_truth, sample_stacks, tmp_path_factory):
     """The sample study without its LGE series, with a truncated file where a short-axis slice was,
-    analysed through the CLI with weights that lack the 4-chamber segmentation."""
+    analysed through the CLI with weights that lack the 4-chamber segmentation and the phenotype
+    disease classifier."""
     root = tmp_path_factory.mktemp("damaged")
     study = root / "DICOM"
     lge_folder = next(s["folder"] for s in sample_truth["series"] if s["image_type"] == "lge")
@@ -311,7 +312,8 @@ def damaged(sample_study, sample_truth, sample_stacks, tmp_path_factory):
     broken.write_bytes(broken.read_bytes()[:-200])
 
     weights = root / "weights"
-    shutil.copytree(resolve_weights_dir(None), weights, ignore=shutil.ignore_patterns("seg_4ch_cine.*"))
+    shutil.copytree(resolve_weights_dir(None), weights,
+                    ignore=shutil.ignore_patterns("seg_4ch_cine.*", "disease_phenotypes.json"))
     out = root / "out"
     # The cines are named (the LGE is left to the classifier): this tests damage, not the classifier.
     status = cmrfm(["analyze", str(study), "--out", str(out), "--weights", str(weights), "--device", "cpu",
@@ -339,6 +341,10 @@ def test_missing_task_weights_skip_only_that_part(damaged):
     assert atria["status"] == "skipped" and "no usable weights for the seg_4ch_cine model" in atria["reason"]
     assert "seg_4ch_cine" not in document["weights"]["tasks"]
     assert document["parts"]["myocardial_segments"]["status"] == "ok"
+    # Without the phenotype classifier the disease class is the image model's, and says so.
+    disease = document["parts"]["disease"]
+    assert disease["status"] == "ok" and disease["results"]["method"] == "image model"
+    assert any("no usable phenotype classifier" in note for note in disease["notes"])
 
 
 def test_cli_writes_outputs_and_refuses_a_foreign_folder(damaged, tmp_path, capsys):

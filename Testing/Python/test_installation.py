@@ -31,6 +31,8 @@ def test_a_weights_folder_is_imported_verified(tmp_path):
         for entry in read_manifest(destination, task)["files"]:
             assert sha256_of(destination / entry["path"]) == entry["sha256"]
     assert not list(destination.glob("*.partial")) and not (destination / "dino_encoder.json").exists()
+    imported = destination / "disease_phenotypes.json"  # the phenotype classifier comes with the folder
+    assert imported.read_bytes() == (DEFAULT_WEIGHTS_DIR / "disease_phenotypes.json").read_bytes()
 
 
 def test_one_manifest_imports_its_task_beside_the_others(tmp_path):
