@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .heads import ConvBlock, _norm, _up
-from .vit import Block, EncoderOutput, _init_weights, resize_position_embedding
+from .vit import EncoderOutput, TokenEncoder
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class HybridOutput(EncoderOutput):
     stages: list[torch.Tensor] = field(default_factory=list)
 
 
-class HybridEncoder(nn.Module):
+class HybridEncoder(TokenEncoder):
     def __init__(self, config: HybridConfig | str | dict = "hybrid_small") -> None:
         super().__init__()
         self.config = config = hybrid_config(config)
@@ -106,26 +106,10 @@ class HybridEncoder(nn.Module):
         self.down3 = _downsample(c2, c3)
         self.stage3 = ConvBlock(c3, c3)
         self.token_embed = nn.Conv2d(c3, config.dim, kernel_size=2, stride=2)  # 1/8 -> 1/16 tokens
-        side = config.image_size // TOKEN_STRIDE
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + side * side, config.dim))
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
-        self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.mlp_ratio, r) for r in rates)
-        self.norm = nn.LayerNorm(config.dim, eps=1e-6)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(_init_weights)
-
-    @property
-    def dim(self) -> int:
-        return self.config.dim
-
-    @property
-    def depth(self) -> int:
-        return self.config.depth
+        self._build_transformer((config.image_size // TOKEN_STRIDE) ** 2)
 
     def forward(self, x: torch.Tensor) -> HybridOutput:
-        b, _, h, w = x.shape
+        _, _, h, w = x.shape
         if h % TOKEN_STRIDE or w % TOKEN_STRIDE:
             raise ValueError(f"image size {h}x{w} is not a multiple of {TOKEN_STRIDE}")
         s0 = self.stem(x)
@@ -133,13 +117,7 @@ class HybridEncoder(nn.Module):
         s2 = self.stage2(self.down2(s1))
         s3 = self.stage3(self.down3(s2))
         grid = (h // TOKEN_STRIDE, w // TOKEN_STRIDE)
-        tokens = self.token_embed(s3).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls_token.expand(b, -1, -1), tokens], dim=1)
-        tokens = tokens + resize_position_embedding(self.pos_embed, *grid)
-        blocks = []
-        for block in self.blocks:
-            tokens = block(tokens)
-            blocks.append(self.norm(tokens))
+        blocks = self._encode(self.token_embed(s3).flatten(2).transpose(1, 2), grid)
         return HybridOutput(blocks, grid, [s0, s1, s2, s3])
 
 

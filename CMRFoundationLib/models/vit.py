@@ -119,19 +119,23 @@ class EncoderOutput:
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
 
-class ViTEncoder(nn.Module):
-    def __init__(self, config: ViTConfig | str = "vit_small") -> None:
-        super().__init__()
-        self.config = config = vit_config(config)
-        if config.dim % config.heads:
-            raise ValueError(f"dim {config.dim} is not divisible by heads {config.heads}")
-        self.patch_embed = nn.Conv2d(config.in_channels, config.dim, config.patch_size, config.patch_size)
-        n = (config.image_size // config.patch_size) ** 2
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n, config.dim))
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
-        self.blocks = nn.ModuleList(Block(config.dim, config.heads, config.mlp_ratio, r) for r in rates)
-        self.norm = nn.LayerNorm(config.dim, eps=1e-6)
+class TokenEncoder(nn.Module):
+    """What the ViT and the hybrid encoder share: a class token, a learned position
+    embedding (interpolated to other grids), pre-norm transformer blocks and the final
+    LayerNorm applied to every block's output. Subclasses embed the image into patch
+    tokens, call ``_build_transformer`` last in ``__init__`` and ``_encode`` in forward."""
+
+    config: ViTConfig
+
+    def _build_transformer(self, n_patches: int) -> None:
+        c = self.config
+        if c.dim % c.heads:
+            raise ValueError(f"dim {c.dim} is not divisible by heads {c.heads}")
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n_patches, c.dim))
+        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, r) for r in rates)
+        self.norm = nn.LayerNorm(c.dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(_init_weights)
@@ -144,26 +148,35 @@ class ViTEncoder(nn.Module):
     def depth(self) -> int:
         return self.config.depth
 
-    @property
-    def patch_size(self) -> int:
-        return self.config.patch_size
-
-    def _position_embedding(self, rows: int, cols: int) -> torch.Tensor:
-        return resize_position_embedding(self.pos_embed, rows, cols)
-
-    def forward(self, x: torch.Tensor) -> EncoderOutput:
-        b, _, h, w = x.shape
-        p = self.config.patch_size
-        if h % p or w % p:
-            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
-        x = x + self._position_embedding(h // p, w // p)
+    def _encode(self, patches: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
+        """Every block's normalised tokens for patch tokens [B, rows*cols, dim] on ``grid``."""
+        x = torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+        x = x + resize_position_embedding(self.pos_embed, *grid)
         outputs = []
         for block in self.blocks:
             x = block(x)
             outputs.append(self.norm(x))
-        return EncoderOutput(outputs, (h // p, w // p))
+        return outputs
+
+
+class ViTEncoder(TokenEncoder):
+    def __init__(self, config: ViTConfig | str = "vit_small") -> None:
+        super().__init__()
+        self.config = config = vit_config(config)
+        self.patch_embed = nn.Conv2d(config.in_channels, config.dim, config.patch_size, config.patch_size)
+        self._build_transformer((config.image_size // config.patch_size) ** 2)
+
+    @property
+    def patch_size(self) -> int:
+        return self.config.patch_size
+
+    def forward(self, x: torch.Tensor) -> EncoderOutput:
+        _, _, h, w = x.shape
+        p = self.config.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image size {h}x{w} is not a multiple of the patch size {p}")
+        grid = (h // p, w // p)
+        return EncoderOutput(self._encode(self.patch_embed(x).flatten(2).transpose(1, 2), grid), grid)
 
 
 def resize_position_embedding(pos_embed: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
