@@ -43,8 +43,9 @@ def test_manifest_names_its_preprocessing_and_architecture(name):
     assert np.all([len(f["sha256"]) == 64 for f in manifest["files"]])
 
 
-def test_carried_dino_encoder_is_verified_and_starts_a_finetuning():
-    """The pretrained encoder ships too, so researchers can finetune new tasks from it."""
+@pytest.mark.parametrize("name, method, size", [("dino_encoder", "DINO", 112), ("mim_hybrid_encoder", "SimMIM", 176)])
+def test_carried_encoder_is_verified_and_starts_a_finetuning(name, method, size):
+    """The pretrained encoders ship too, so researchers can finetune new tasks from them."""
     import json
 
     from cmrtrain.finetune import load_encoder_weights
@@ -53,11 +54,11 @@ def test_carried_dino_encoder_is_verified_and_starts_a_finetuning():
     from CMRFoundationLib.models import build_model
     from CMRFoundationLib.weights import sha256_of
 
-    manifest = json.loads((DEFAULT_WEIGHTS_DIR / "dino_encoder.json").read_text())
+    manifest = json.loads((DEFAULT_WEIGHTS_DIR / f"{name}.json").read_text())
     path = DEFAULT_WEIGHTS_DIR / manifest["weights"]
-    assert manifest["method"] == "DINO" and manifest["n_images"] > 0
+    assert manifest["method"] == method and manifest["n_images"] > 0
     assert sha256_of(path) == manifest["sha256"]
-    model = build_model("seg_sax_cine", manifest["encoder_preset"], image_size=112)
+    model = build_model("seg_sax_cine", manifest["encoder_preset"], image_size=size)
     load_encoder_weights(model, path)  # pretrained at another size: the position grid is resized
     shipped, loaded = load_file(str(path)), model.encoder.state_dict()
     assert all(np.array_equal(loaded[k].numpy(), v.float().numpy()) for k, v in shipped.items() if k != "pos_embed")
