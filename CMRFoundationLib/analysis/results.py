@@ -237,10 +237,12 @@ class StudyAnalysis:
         if v("lge_extent") is not None:
             lines.append(f"LGE {number(v('lge_extent'), '%', 1)} of the LV myocardium ({number(v('lge_volume'), 'mL', 1)}, "
                          f"{self.options.lge_n_sd:g}-SD)")
-        for part_name, label in (("lge_presence", "LGE presence (model)"), ("disease", "Disease class (model)")):
+        for part_name, label in (("lge_presence", "LGE presence"), ("disease", "Disease class")):
             part = self.parts.get(part_name)
             if part is not None and part.status == OK:
-                lines.append(f"{label}: {part.results['class']} (p={part.results['probabilities'][part.results['class']]:.2f})")
+                method = part.results.get("method", "model")  # the disease class comes from the phenotypes
+                lines.append(f"{label} ({method}): {part.results['class']} "
+                             f"(p={part.results['probabilities'][part.results['class']]:.2f})")
         for name, label in (("t1", "T1"), ("t2", "T2")):
             if v(name) is not None:
                 lines.append(f"{label} global {number(v(name), 'ms')}")

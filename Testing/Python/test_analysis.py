@@ -179,6 +179,7 @@ def test_aha_segments_wall_thickness_and_disease(analysis):
     assert sum(disease.results["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     # The class comes from the phenotypes measured on this study's own segmentation.
     assert disease.results["method"].startswith("phenotypes")
+    assert any(line.startswith("Disease class (phenotypes") for line in analysis.summary_lines())
     function = analysis.parts["function"].results
     lv_ef = function["lv"]["ef_percent"]
     phenotypes = disease.results["phenotypes"]
