@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             predicted_labels = segmenter.predict_images(images, SPACING).labels
             from_seg = stack_insertion_points(predicted_labels, lv_blood=lv, lv_myocardium=myo, rv_blood=rv)
             from_heat = heatmaps.predict_images(images, SPACING).points.astype(np.float32)
-            joined, _ = joined_insertion_points(from_seg, from_heat, SPACING)
+            joined, _ = joined_insertion_points(from_seg, from_heat)
             has_truth = np.isfinite(truth).all(axis=(1, 2))
             for name, points in (("heatmap", from_heat), ("segmentation", from_seg), ("joined", joined)):
                 errors[name].append((np.linalg.norm((points - truth) * SPACING, axis=-1))[has_truth])

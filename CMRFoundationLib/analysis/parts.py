@@ -187,10 +187,8 @@ def myocardial_segments_part(ctx: Context, part: PartResult, stack: ImageStack) 
     ed_labels = sax.labels[:, ed]
     landmarks = ctx.predict("rv_insertion", one_frame(stack, ed))
     confidence = landmarks.confidence[:, 0]
-    column_row = stack.spacing[:2]
     from_segmentation = stack_insertion_points(ed_labels, lv_blood=lv, lv_myocardium=myo, rv_blood=rv)
-    points, source = joined_insertion_points(from_segmentation, landmarks.points_rc[:, 0],
-                                             (float(column_row[1]), float(column_row[0])))
+    points, source = joined_insertion_points(from_segmentation, landmarks.points_rc[:, 0])
     with_lv = (ed_labels == myo).any(axis=(1, 2))
     points[~with_lv] = np.nan  # the model also answers on slices beyond the heart
     source[~with_lv] = ""

@@ -23,11 +23,10 @@ the inferior insertion point; this holds whatever the in-plane rotation of the h
 only a mirrored image would swap them. Synthetic DICOM stacks and the ACDC arrays both
 have this handedness (checked against the synthetic truth and by eye on ACDC).
 
-In the analysis the rule runs on the model's segmentation and is joined with the
-heatmap model (``joined_insertion_points``): the segmentation knows where the RV meets
-the LV to the pixel, the heatmap model knows which end is which when the segmentation's
-contact arc is broken. The training data use the rule on the true labels, so the two
-agree by construction where the segmentation is right.
+In the analysis the rule runs on the model's segmentation and the heatmap model fills
+the slices where it finds no clean contact arc (``joined_insertion_points``). The
+training data use the rule on the true labels, so the two agree by construction where
+the segmentation is right.
 """
 
 from __future__ import annotations
@@ -142,26 +141,22 @@ def stack_insertion_points(labels: np.ndarray, *, lv_blood: int, lv_myocardium: 
     return out
 
 
-def joined_insertion_points(from_segmentation: np.ndarray, from_heatmaps: np.ndarray, spacing_rc,
-                            agree_mm: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+def joined_insertion_points(from_segmentation: np.ndarray, from_heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """One set of points [slices, 2, 2] from both sources, and where each came from.
 
-    A point the segmentation gives is kept when the heatmap model agrees within
-    ``agree_mm`` or has no answer; when they disagree by more, the segmentation's contact
-    arc is most likely cut short by a segmentation error, and the heatmap's point is
-    used. Where the segmentation gives nothing, the heatmap's point is used. The second
-    array [slices, 2] says "segmentation", "heatmap" or "" (no point) for each.
+    A point the segmentation gives is used; the heatmap model's fills the slices where the
+    segmentation has no clean contact arc (basal and apical slices mostly). On the ACDC
+    test patients the rule on a good segmentation is far closer to the reference than the
+    heatmap model, also where the two disagree (Training/results/cpu_hybrid: mean 7.1 / 4.3
+    mm against 13.9 / 7.5 mm), so a disagreement is not settled in the model's favour.
+    The second array [slices, 2] says "segmentation", "heatmap" or "" (no point) for each.
     """
     seg = np.asarray(from_segmentation, dtype=np.float32)
     heat = np.asarray(from_heatmaps, dtype=np.float32)
     if seg.shape != heat.shape or seg.shape[1:] != (2, 2):
         raise ValueError(f"insertion points must both be [slices, 2, 2], got {seg.shape} and {heat.shape}")
-    scale = np.asarray(spacing_rc, dtype=np.float32)
-    distance = np.linalg.norm((seg - heat) * scale, axis=-1)  # [slices, 2]; NaN if either is missing
-    seg_ok = np.isfinite(seg).all(-1)
-    heat_ok = np.isfinite(heat).all(-1)
-    use_seg = seg_ok & (~heat_ok | (distance <= agree_mm))
-    use_heat = ~use_seg & heat_ok
+    use_seg = np.isfinite(seg).all(-1)
+    use_heat = ~use_seg & np.isfinite(heat).all(-1)
     joined = np.where(use_seg[..., None], seg, np.where(use_heat[..., None], heat, np.nan)).astype(np.float32)
     source = np.where(use_seg, "segmentation", np.where(use_heat, "heatmap", ""))
     return joined, source

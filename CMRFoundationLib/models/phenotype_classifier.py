@@ -95,6 +95,7 @@ class PhenotypeClassifier:
     def save(self, folder: str | os.PathLike) -> Path:
         from ..weights import atomic_write
 
+        Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / FILE_NAME
         text = json.dumps(self.to_dict(), indent=1) + "\n"
         atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))

@@ -93,8 +93,8 @@ def test_classifier_learns_round_trips_and_pools_the_image_model(tmp_path):
     model.image_model_weight = 2.0
     confident_image = np.tile(np.eye(5)[4], (len(y), 1))
     assert (model.predict_proba(x, confident_image).argmax(1) == 4).mean() > (y == 4).mean()
-    model.save(tmp_path)
-    loaded = PhenotypeClassifier.load(tmp_path)
+    model.save(tmp_path / "new folder")  # created when missing
+    loaded = PhenotypeClassifier.load(tmp_path / "new folder")
     np.testing.assert_allclose(loaded.predict_proba(x, confident_image), model.predict_proba(x, confident_image))
 
 
