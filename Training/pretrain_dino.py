@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # cmrtrain, when run as a script
 
 from cmrtrain import distributed  # noqa: E402
-from cmrtrain.checkpoint import StopRequest  # noqa: E402
+from cmrtrain.checkpoint import StopRequest, check_resume_settings  # noqa: E402
 from cmrtrain.dino import (  # noqa: E402
     DINOHead,
     DINOLoss,
@@ -173,7 +173,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
         if not args.resume:
             raise SystemExit(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        _check_resume_config(checkpoint["config"], config, checkpoint_path)
+        check_resume_settings(checkpoint["config"], config, RUN_CONTROL_KEYS, checkpoint_path)
     elif args.resume:
         log.info("--resume: no checkpoint in %s yet, starting from scratch", out)
 
@@ -340,14 +340,6 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
     manifest = _export(out, teacher.encoder, config, args, dataset, step, iters_per_epoch, last_loss)
     distributed.barrier()
     return manifest
-
-
-def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
-    """Resuming must not silently change the training: every setting but the run-control ones must match."""
-    differing = [key for key in current if key not in RUN_CONTROL_KEYS and saved.get(key) != current[key]]
-    if differing:
-        details = "; ".join(f"{key}: {saved.get(key)!r} in the checkpoint, {current[key]!r} now" for key in differing)
-        raise SystemExit(f"{path}: cannot resume with different settings ({details})")
 
 
 def _export(out: Path, encoder: torch.nn.Module, config: dict[str, Any], args: argparse.Namespace,

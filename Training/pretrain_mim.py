@@ -49,7 +49,7 @@ from cmrtrain.augment import (  # noqa: E402
     random_rigid,
     random_spacing,
 )
-from cmrtrain.checkpoint import StopRequest, float32_state, load_compact, save_compact  # noqa: E402
+from cmrtrain.checkpoint import StopRequest, check_resume_settings, float32_state, load_compact, save_compact  # noqa: E402
 from cmrtrain.dino import cosine_schedule, param_groups  # noqa: E402
 from cmrtrain.distributed import ResumableSampler  # noqa: E402
 from cmrtrain.unlabeled import UnlabeledImages  # noqa: E402
@@ -167,9 +167,7 @@ def pretrain(config: dict[str, Any], checkpoint_path: Path, out: Path, resume: b
         if not resume:
             raise SystemExit(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --checkpoint")
         checkpoint = load_compact(checkpoint_path)
-        differing = [k for k in config if k not in RUN_CONTROL_KEYS and checkpoint["config"].get(k) != config[k]]
-        if differing:
-            raise SystemExit(f"{checkpoint_path}: cannot resume with different settings ({', '.join(differing)})")
+        check_resume_settings(checkpoint["config"], config, RUN_CONTROL_KEYS, checkpoint_path)
 
     images = UnlabeledImages(_data_paths(config), npz_spacing_mm=float(config.get("npz_spacing_mm", 1.5)))
     log.info("data: %s", images.describe())

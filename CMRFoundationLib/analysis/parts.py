@@ -235,7 +235,7 @@ def disease_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
             raise PartSkipped(f"{image_missing}; {missing}") from None
         part.notes.append(f"{missing}: the class is the image model's alone")
         part.results = {**classification_json(image_prediction, levels), "method": "image model"}
-        flag_low_class_confidence(ctx, part, image_prediction)
+        flag_low_class_confidence(ctx, part, image_prediction.class_name, float(np.max(image_prediction.probabilities)))
         return
     column_row = stack.spacing[:2]
     phenotypes = cardiac_phenotypes(sax.labels[:, sax.ed_frame], sax.labels[:, sax.es_frame],
@@ -243,6 +243,7 @@ def disease_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
                                     rv_blood=rv)
     part.notes += phenotypes.notes
     image_p = None if image_prediction is None else image_prediction.probabilities
+    image_json = None if image_prediction is None else classification_json(image_prediction, levels)
     pooled = classifier.predict_proba(classifier.feature_rows([phenotypes.values]), image_p)[0]
     uses_image = image_p is not None and classifier.image_model_weight > 0
     chosen = classifier.classes[int(np.argmax(pooled))]
@@ -251,13 +252,10 @@ def disease_part(ctx: Context, part: PartResult, stack: ImageStack) -> None:
         "probabilities": {name: round(float(p), 4) for name, p in zip(classifier.classes, pooled)},
         "method": "phenotypes + image model" if uses_image else "phenotypes",
         "phenotypes": phenotypes.to_dict()["values"],
-        "image_model": None if image_prediction is None else classification_json(image_prediction, levels),
-        "levels": classification_json(image_prediction, levels)["levels"] if image_prediction is not None else None,
+        "image_model": image_json,
+        "levels": None if image_json is None else image_json["levels"],
     }
-    p = float(np.max(pooled))
-    if p < LOW_CLASS_CONFIDENCE:
-        ctx.flag("warning", r.LOW_CONFIDENCE, f"{part.title}: {chosen} with low confidence (p={p:.2f})",
-                 part.series, part.name)
+    flag_low_class_confidence(ctx, part, chosen, float(np.max(pooled)))
 
 
 # --- 4-chamber cine -----------------------------------------------------------------------
@@ -369,7 +367,7 @@ def lge_presence_part(ctx: Context, part: PartResult, stack: ImageStack) -> None
     prediction = ctx.predict("lge_presence", stack, levels)
     part.results = classification_json(prediction, levels)
     part.notes += levels.notes
-    flag_low_class_confidence(ctx, part, prediction)
+    flag_low_class_confidence(ctx, part, prediction.class_name, float(np.max(prediction.probabilities)))
     by_extent = ctx.shared.lge_present_by_extent
     if by_extent is not None and by_extent != (prediction.class_name == "present"):
         ctx.flag("info", r.RESULT_WARNING, f"the LGE presence model says {prediction.class_name}, the "
@@ -500,10 +498,9 @@ def classification_json(prediction, levels) -> dict:
                        "ed_frame": levels.ed_frame, "es_frame": levels.es_frame}}
 
 
-def flag_low_class_confidence(ctx: Context, part: PartResult, prediction) -> None:
-    p = float(np.max(prediction.probabilities))
+def flag_low_class_confidence(ctx: Context, part: PartResult, class_name: str, p: float) -> None:
     if p < LOW_CLASS_CONFIDENCE:
-        ctx.flag("warning", r.LOW_CONFIDENCE, f"{part.title}: {prediction.class_name} with low confidence (p={p:.2f})",
+        ctx.flag("warning", r.LOW_CONFIDENCE, f"{part.title}: {class_name} with low confidence (p={p:.2f})",
                  part.series, part.name)
 
 

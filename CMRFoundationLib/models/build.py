@@ -131,21 +131,14 @@ def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | HybridConfi
             raise ValueError(f"{task.name}: the {encoder_name} baseline has no attention layers for LoRA")
         network = ResNet50Classifier(task.n_outputs) if task.kind == CLASSIFICATION else ResNet50UNet(task.n_outputs)
         return TaskModel(task, None, network, encoder_name)
-    if family == HYBRID:
-        encoder: nn.Module = HybridEncoder(config)
-        if task.kind == CLASSIFICATION:
-            module: nn.Module = LinearClassifierHead(config.dim, task.n_outputs, int(head.get("n_last_blocks", 4)))
-        else:
-            head_class = UNetHeatmapHead if task.kind == LANDMARKS else UNetDecoder2D
-            module = head_class(config, task.n_outputs, tuple(head.get("features", config.stage_channels)))
-        if lora:
-            add_lora(encoder, int(lora["rank"]), float(lora["alpha"]), tuple(lora["targets"]))
-        return TaskModel(task, encoder, module, encoder_name)
-    if config.patch_size != PATCH_SIZE:
+    if family == VIT and config.patch_size != PATCH_SIZE:
         raise ValueError(f"the task heads expect patch size {PATCH_SIZE}; encoder {encoder_name} has {config.patch_size}")
-    encoder = ViTEncoder(config)
+    encoder: nn.Module = HybridEncoder(config) if family == HYBRID else ViTEncoder(config)
     if task.kind == CLASSIFICATION:
         module: nn.Module = LinearClassifierHead(config.dim, task.n_outputs, int(head.get("n_last_blocks", 4)))
+    elif family == HYBRID:
+        head_class = UNetHeatmapHead if task.kind == LANDMARKS else UNetDecoder2D
+        module = head_class(config, task.n_outputs, tuple(head.get("features", config.stage_channels)))
     else:
         head_class = HeatmapHead if task.kind == LANDMARKS else UNETRDecoder2D
         features = tuple(head.get("features", DECODER_FEATURES))

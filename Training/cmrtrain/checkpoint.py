@@ -62,6 +62,16 @@ def float32_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
+def check_resume_settings(saved: Mapping[str, Any], current: Mapping[str, Any], run_control: set[str],
+                          path: str | os.PathLike) -> None:
+    """Resuming must not silently change the training: every setting but the run-control
+    ones (``run_control``: workers, logging, output places) must match the checkpoint's."""
+    differing = [key for key in current if key not in run_control and saved.get(key) != current[key]]
+    if differing:
+        details = "; ".join(f"{key}: {saved.get(key)!r} in the checkpoint, {current[key]!r} now" for key in differing)
+        raise SystemExit(f"{path}: cannot resume with different settings ({details})")
+
+
 class StopRequest:
     """Turns SIGTERM / SIGINT, or a wall-clock budget running out, into a flag the training
     loop checks between steps, so it can write its checkpoint and end cleanly.

@@ -30,7 +30,7 @@ from CMRFoundationLib.weights import save_task_weights
 
 from . import distributed
 from .augment import AppearanceConfig, AugmentConfig, random_appearance, random_intensity, random_rigid, random_spacing
-from .checkpoint import StopRequest, float32_state, load_compact, save_compact
+from .checkpoint import StopRequest, check_resume_settings, float32_state, load_compact, save_compact
 from .data import Sample, samples_for, summarize
 from .losses import loss_for
 from .metrics import dice_per_class
@@ -437,9 +437,7 @@ def _read_checkpoint(config: FinetuneConfig, resume: bool, log) -> dict | None:
     checkpoint = load_compact(config.checkpoint)
     saved, current = checkpoint["config"], json.loads(json.dumps(config.to_dict(), default=str))
     run_control = {"out", "workers", "device", "weights_out", "checkpoint", "checkpoint_every_steps"}
-    differing = [k for k in current if k not in run_control and saved.get(k) != current[k]]
-    if differing:
-        raise SystemExit(f"{config.checkpoint}: cannot resume with different settings ({', '.join(differing)})")
+    check_resume_settings(saved, current, run_control, config.checkpoint)
     return checkpoint
 
 
