@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import SimpleITK as sitk
 
 from .dicom import StackLoadError, index_study, load_stack, read_study
 from .problems import Problem
@@ -30,6 +29,8 @@ def read_volume(path: str | os.PathLike) -> ImageStack:
         raise ValueError(f"{path}: no such file")
     if not is_volume_file(path):
         raise ValueError(f"{path}: unsupported file type (expected one of {', '.join(VOLUME_EXTENSIONS)})")
+    import SimpleITK as sitk  # here, not at the top: training on a machine without it reads .npz only
+
     try:
         image = sitk.ReadImage(path)
     except RuntimeError as exc:
@@ -88,6 +89,8 @@ def write_volume(
     direction = matrix[:3, :3] / spacing
     if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
         raise ValueError(f"{path}: ijk_to_lps has non-perpendicular axes, which volume files cannot store")
+
+    import SimpleITK as sitk
 
     frames = [sitk.GetImageFromArray(np.ascontiguousarray(pixels[:, t])) for t in range(pixels.shape[1])]
     if len(frames) == 1:

@@ -44,9 +44,14 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 
 def _distance_to(edge: np.ndarray, spacing: tuple[float, ...]) -> np.ndarray:
-    """Euclidean distance (mm) of every pixel to the nearest ``edge`` pixel (SimpleITK's exact transform)."""
-    import SimpleITK as sitk
+    """Euclidean distance (mm) of every pixel to the nearest ``edge`` pixel (an exact transform:
+    SimpleITK's, or SciPy's on a training machine without SimpleITK, e.g. a GPU image)."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        from scipy.ndimage import distance_transform_edt
 
+        return distance_transform_edt(~edge.astype(bool), sampling=spacing)
     image = sitk.GetImageFromArray(edge.astype(np.uint8))
     image.SetSpacing([float(v) for v in reversed(spacing)])  # numpy (row, col) -> ITK (x, y)
     distance = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=False, useImageSpacing=True)

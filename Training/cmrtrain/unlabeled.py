@@ -33,7 +33,6 @@ from typing import Any
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
@@ -340,6 +339,8 @@ def _npz_array_shape(path: str, key: str) -> tuple[int, ...]:
 
 def _volume_header(path: str) -> tuple[tuple[int, int, int, int], tuple[float, float]]:
     """(slices, frames, rows, cols) and (row_mm, col_mm) as ``read_volume`` will see them, from the header."""
+    import SimpleITK as sitk  # only volume files need it; a GPU machine without it reads .npz
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.ReadImageInformation()
