@@ -1,6 +1,8 @@
 """Finetuning on CPU at tiny size: the loss falls for each task family, and a run leaves
 weights that the inference code loads and runs; evaluation scores them on native pixels."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -121,3 +123,17 @@ def test_dice_and_hd95_on_a_known_shift():
     assert hd95_per_class(shifted, truth, 2, (1.0, 1.0))[0] == pytest.approx(3.0)
     assert hd95_per_class(shifted, truth, 2, (2.0, 1.0))[0] == pytest.approx(6.0)  # rows are 2 mm apart
     assert np.isnan(hd95_per_class(shifted, np.zeros_like(truth), 2, (1.0, 1.0))[0])
+
+
+def test_hd95_without_simpleitk_uses_scipy_and_agrees(monkeypatch):
+    """A GPU image may lack SimpleITK: HD95 then comes from SciPy's exact transform, with
+    the same distances (the anisotropic spacing included)."""
+    pytest.importorskip("scipy")
+    from cmrtrain import metrics
+
+    rng = np.random.default_rng(0)
+    edge = np.zeros((40, 50), bool)
+    edge[rng.integers(0, 40, 25), rng.integers(0, 50, 25)] = True
+    with_itk = metrics._distance_to(edge, (1.5, 0.8))
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)  # import now raises ImportError
+    np.testing.assert_allclose(metrics._distance_to(edge, (1.5, 0.8)), with_itk, atol=1e-4)
