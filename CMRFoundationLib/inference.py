@@ -19,14 +19,20 @@ from .models.heads import heatmap_peaks
 from .preprocess import PreprocessConfig, preprocess
 from .stack import ImageStack
 from .task_inputs import CardiacLevels, cardiac_levels, native_spacing, task_inputs
-from .tasks import INPUT_BASAL_FRAMES, INPUT_LGE_LEVELS, INPUT_SINGLE, LANDMARKS, SEGMENTATION, TaskSpec, get_task
+from .tasks import (
+    INPUT_BASAL_FRAMES,
+    INPUT_LGE_LEVELS,
+    INPUT_SINGLE,
+    LANDMARKS,
+    MIN_LANDMARK_CONFIDENCE,
+    SEGMENTATION,
+    TaskSpec,
+    get_task,
+)
 from .weights import available_tasks, load_task_state, resolve_weights_dir
 
 # The segmentation that locates base/mid/apex (and ED/ES) for the stack-level recipes.
 LEVELS_FROM = {INPUT_LGE_LEVELS: "seg_lge", INPUT_BASAL_FRAMES: "seg_sax_cine"}
-
-# A landmark whose heatmap peak is below this is reported as not found.
-MIN_LANDMARK_CONFIDENCE = 0.2
 
 
 def choose_device(name: str | None = "auto") -> torch.device:

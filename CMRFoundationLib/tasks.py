@@ -26,6 +26,9 @@ INPUT_SINGLE = "single"
 INPUT_LGE_LEVELS = "lge_levels"
 INPUT_BASAL_FRAMES = "basal_frames"
 
+# A landmark whose heatmap peak is below this is reported as not found.
+MIN_LANDMARK_CONFIDENCE = 0.2
+
 
 @dataclass(frozen=True)
 class TaskSpec:

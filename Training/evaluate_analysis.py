@@ -25,7 +25,7 @@ separates what the measurement code does from what the models do:
   the truth, and the n-SD extent (% of LV myocardium) against the truth infarct
   fraction of the myocardium (phantom volumes at ED, infarct + MVO over myocardium);
   per segment against the infarct fraction of each truth segment on the LGE stack.
-  The oracle applies the pipeline's partial-volume guards (``lge_partial_volume_slices``
+  The oracle applies the pipeline's partial-volume guards (``parts.lge_extent.lge_partial_volume_slices``
   with the truth 4-chamber labels, small islands and blood-border rims dropped).
 - T1 (native) / T2 maps: global and segmental means against the truth. Truth per
   segment = the mean of the noise-free tissue values of the patient (study.json
@@ -73,12 +73,9 @@ from CMRFoundationLib.analysis.geometry import (  # noqa: E402
     basal_end_along,
     carried_insertion_points,
 )
-from CMRFoundationLib.analysis.parts import (  # noqa: E402
-    LGE_MIN_ISLAND_PIXELS,
-    FourChamberState,
-    lge_partial_volume_slices,
-    valve_planes,
-)
+from CMRFoundationLib.analysis.parts.context import FourChamberState  # noqa: E402
+from CMRFoundationLib.analysis.parts.lge_extent import LGE_MIN_ISLAND_PIXELS, lge_partial_volume_slices  # noqa: E402
+from CMRFoundationLib.analysis.parts.ventricular_function import valve_planes  # noqa: E402
 from CMRFoundationLib.measurements import aha_segments, guess_basal_end, lge_extent, map_values, ventricular_function  # noqa: E402
 from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters  # noqa: E402
 from CMRFoundationLib.synthetic.study import load_label_map, load_truth  # noqa: E402

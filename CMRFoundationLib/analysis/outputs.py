@@ -34,7 +34,7 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 
 from ..dicom.seg import write_dicom_seg
-from ..dicom.sr import KNOWN_MEASUREMENTS, Measurement, write_measurement_sr
+from ..dicom.sr import Measurement, write_measurement_sr
 from ..volume_io import write_volume
 from .report import REPORT_FILE, write_html_report
 from .results import FORMAT, FORMAT_VERSION, OK, StudyAnalysis
@@ -162,9 +162,14 @@ def _write_csv(rows, path: Path) -> None:
 
 
 def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Path | None:
-    """The measurements that have a DICOM SR code (dicom/sr.py KNOWN_MEASUREMENTS), referencing their series."""
-    rows = [m for m in analysis.measurements
-            if m.name in KNOWN_MEASUREMENTS and KNOWN_MEASUREMENTS[m.name][1] == m.unit and math.isfinite(m.value)]
+    """The measurements whose part declares a DICOM SR code (analysis/parts), referencing their series."""
+    from .parts import MEASUREMENTS
+
+    def coded(m) -> bool:
+        spec = MEASUREMENTS.get(m.name)
+        return spec is not None and spec.concept is not None and spec.unit == m.unit and math.isfinite(m.value)
+
+    rows = [m for m in analysis.measurements if coded(m)]
     series = sorted({m.series for m in rows})
     stacks = [analysis.stack(key) for key in series]
     if not rows:
@@ -174,7 +179,8 @@ def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Pa
         not_written.append("DICOM SR: a measured series was not read from DICOM")
         return None
     uid_of = {key: analysis.stack(key).info.series_uid for key in series}
-    measurements = [Measurement(m.name, m.value, m.unit, segment=m.segment, method=m.method,
+    measurements = [Measurement(m.name, m.value, m.unit, concept=MEASUREMENTS[m.name].concept,
+                                finding_site=MEASUREMENTS[m.name].site, segment=m.segment, method=m.method,
                                 source_series_uid=uid_of[m.series]) for m in rows]
     try:
         return write_measurement_sr(measurements, stacks, path)

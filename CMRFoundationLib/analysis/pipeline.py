@@ -17,7 +17,6 @@ import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from ..inference import choose_device
 from ..problems import Problem
 from ..stack import ImageStack
 from ..volume_io import read_any
@@ -34,10 +33,9 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, float, str], None]
 
-# Relative duration of each phase, for the overall fraction done.
-# In the order the phases run (parts in PARTS order).
-PHASE_WEIGHTS = {"read": 1.0, "classify": 2.0, "select": 0.1, "atria": 0.5, "function": 2.0, "myocardial_segments": 0.7,
-                 "disease": 0.2, "lge_extent": 0.7, "lge_presence": 0.2, "t1_map": 0.3, "t2_map": 0.3}
+# Relative duration of each phase, for the overall fraction done, in the order they run
+# (each part declares its own weight).
+PHASE_WEIGHTS = {"read": 1.0, "classify": 2.0, "select": 0.1, **{spec.name: spec.progress_weight for spec in PARTS}}
 
 
 class Cancelled(Exception):
@@ -55,6 +53,8 @@ def analyze_study(
     cancel: Callable[[], bool] | None = None,
 ) -> StudyAnalysis:
     """Analyse a study folder (or DICOM file, NIfTI/NRRD file, or already loaded stacks)."""
+    from ..inference import choose_device  # torch comes with the first analysis, not with this module
+
     options = options or AnalysisOptions()
     choose_device(options.device)  # a bad device or role is the caller's error: raise before any work
     check_roles(options.series)
@@ -83,11 +83,13 @@ def analyze_study(
     _flag_classification(analysis, used)
     _flag_selection(analysis, used)
 
-    context = Context(predictors, options.lge_n_sd, flag=lambda *args: analysis.flags.append(Flag(*args)))
+    context = Context(predictors, options.lge_n_sd, flag=lambda *args: analysis.flags.append(Flag(*args)),
+                      parts=analysis.parts)
     titles = {role.name: role.title for role in ROLES}
     for spec in PARTS:
         selection = analysis.selection[spec.role]
-        part = PartResult(spec.name, spec.title, series=selection.series)
+        part = PartResult(spec.name, spec.title, series=selection.series,
+                          units={m.name: m.unit for m in spec.measurements})
         analysis.parts[spec.name] = part
         steps.start(spec.name, f"{spec.title}" + (f" on series {part.series}" if part.series else ""))
         if part.series is None:

@@ -1,11 +1,20 @@
-"""The task models of one analysis: each loaded once, on first use, and recorded for the results."""
+"""The task models of one analysis: each loaded once, on first use, and recorded for the results.
+
+torch and the models are imported when the first model is loaded, not with this module:
+the analysis parts and the analysis.json readers import it without needing torch.
+"""
 
 from __future__ import annotations
 
-from ..inference import TaskPredictor
-from ..models.phenotype_classifier import FILE_NAME as PHENOTYPE_FILE
-from ..models.phenotype_classifier import PhenotypeClassifier
+from typing import TYPE_CHECKING
+
 from ..weights import WeightsError, resolve_weights_dir
+
+if TYPE_CHECKING:
+    from ..inference import TaskPredictor
+    from ..models.phenotype_classifier import PhenotypeClassifier
+
+PHENOTYPE_FILE = "disease_phenotypes.json"  # models/phenotype_classifier.py FILE_NAME (checked there)
 
 
 class ModelUnavailable(Exception):
@@ -23,6 +32,8 @@ class Predictors:
         if task in self._unavailable:
             raise ModelUnavailable(self._unavailable[task])
         if task not in self._loaded:
+            from ..inference import TaskPredictor
+
             try:
                 self._loaded[task] = TaskPredictor.load(task, self.weights_dir, self.device, self.batch_size)
             except (WeightsError, OSError) as error:
@@ -32,6 +43,8 @@ class Predictors:
 
     def phenotype_classifier(self) -> PhenotypeClassifier:
         """The disease classifier on measured phenotypes; ModelUnavailable when absent or unusable."""
+        from ..models.phenotype_classifier import PhenotypeClassifier
+
         key = PHENOTYPE_FILE
         if key in self._unavailable:
             raise ModelUnavailable(self._unavailable[key])
@@ -52,9 +65,9 @@ class Predictors:
         return {
             "folder": folder,
             "folder_error": folder_error,
-            "device": next((str(p.device) for p in self._loaded.values() if isinstance(p, TaskPredictor)), None),
+            "device": next((str(p.device) for key, p in self._loaded.items() if key != PHENOTYPE_FILE), None),
             "tasks": {task: predictor.manifest.get("files") for task, predictor in sorted(self._loaded.items())
-                      if isinstance(predictor, TaskPredictor)},
+                      if task != PHENOTYPE_FILE},
             "phenotype_classifier": PHENOTYPE_FILE if PHENOTYPE_FILE in self._loaded else None,
             "unavailable": dict(sorted(self._unavailable.items())),
         }

@@ -123,11 +123,16 @@ class PartResult:
     measurements: list[MeasurementRow] = field(default_factory=list)
     label_maps: list[LabelMap] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict, repr=False)  # the part's declared measurements -> unit
 
-    def measure(self, name: str, value, unit: str, segment: int | None = None, method: str | None = None) -> None:
-        """Add a measurement of this part's series; None or non-finite values are left out."""
+    def measure(self, name: str, value, segment: int | None = None, method: str | None = None) -> None:
+        """Add a measurement of this part's series, in the unit its PartSpec declares; None or
+        non-finite values are left out."""
+        if name not in self.units:
+            raise ValueError(f"part {self.name!r} measures {name!r}, which its PartSpec does not declare")
         if value is not None and math.isfinite(float(value)):
-            self.measurements.append(MeasurementRow(self.name, name, float(value), unit, self.series, segment, method))
+            self.measurements.append(MeasurementRow(self.name, name, float(value), self.units[name], self.series,
+                                                    segment, method))
 
     def to_dict(self) -> dict:
         return {"title": self.title, "status": self.status, "reason": self.reason, "series": self.series,

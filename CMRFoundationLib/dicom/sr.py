@@ -4,14 +4,15 @@ The analysis pipeline fills ``Measurement`` objects; ``write_measurement_sr`` gr
 them by finding site (one TID 1501 measurement group per structure of terminology.py)
 and lists the images they came from, both per group and as the document's evidence.
 
-Names and codes: a measurement ``name`` from ``KNOWN_MEASUREMENTS`` gets its concept
-and default finding site from that table, and must come in the table's unit. Concepts
-come from DICOM PS3.16 where it has one (read from pydicom's copy of the standard):
+Names and codes: a measurement ``name`` declared by an analysis part with a concept
+(``known_measurements()``, read from the parts' MeasurementSpecs in analysis/parts/) gets
+its concept and default finding site from there, and must come in the declared unit. The
+parts' concepts come from DICOM PS3.16 where it has one (read from pydicom's copy of the standard):
 CID 3835 Cardiac Volume Measurements (LOINC ED/ES volumes of both ventricles, DCM Left
 Atrial ES Volume, SCT Stroke Volume), CID 3833 Cardiac Ejection Fractions (LOINC EF by
 MR), CID 12200 (LOINC Left Ventricle Mass), DCM 122445 Wall Thickness (PS3.16 Annex D),
 CID 7469 (DCM T1, T2) and CID 3455 (LOINC BSA). Quantities the standard does not code
-(indexed values, LGE extent, ECV, MVO volume) use the private coding scheme
+(indexed values, LGE extent) use the private coding scheme
 ``PRIVATE_SCHEME`` documented in terminology.py, never made-up SNOMED CT codes. Any
 other name needs an explicit ``concept``.
 
@@ -37,39 +38,13 @@ from ..measurements.aha import AHA_SEGMENT_NAMES
 from ..stack import ImageStack
 from ..terminology import PRIVATE_SCHEME, coded_concepts, declare_private_scheme, structure, structure_for_codes
 
-_P = PRIVATE_SCHEME
-_STROKE_VOLUME = Code("90096001", "SCT", "Stroke Volume")
+def known_measurements() -> dict[str, tuple[Code, str, str | None]]:
+    """name -> (concept, UCUM unit, default finding site) of every measurement an analysis
+    part declares with an SR concept: the one registry, analysis/parts/."""
+    from ..analysis.parts import MEASUREMENTS  # imported here: the analysis imports this module
 
-# name -> (concept, UCUM unit, default finding site)
-KNOWN_MEASUREMENTS: dict[str, tuple[Code, str, str | None]] = {
-    "lv_edv": (Code("8821-1", "LN", "Left Ventricular ED Volume"), "ml", "lv_blood_pool"),
-    "lv_esv": (Code("8823-7", "LN", "Left Ventricular ES Volume"), "ml", "lv_blood_pool"),
-    "lv_sv": (_STROKE_VOLUME, "ml", "lv_blood_pool"),
-    "lv_ef": (Code("8811-2", "LN", "Left ventricular ejection fraction by MR"), "%", "lv_blood_pool"),
-    "lv_mass": (Code("18087-7", "LN", "Left Ventricle Mass"), "g", "lv_myocardium"),
-    "rv_edv": (Code("8822-9", "LN", "Right Ventricular ED Volume"), "ml", "rv_blood_pool"),
-    "rv_esv": (Code("8824-5", "LN", "Right Ventricular ES Volume"), "ml", "rv_blood_pool"),
-    "rv_sv": (_STROKE_VOLUME, "ml", "rv_blood_pool"),
-    "rv_ef": (Code("8818-7", "LN", "Right ventricular ejection fraction by MR"), "%", "rv_blood_pool"),
-    # The largest LA volume, reached at ventricular end-systole.
-    "la_volume": (Code("122408", "DCM", "Left Atrial ES Volume"), "ml", "la_blood_pool"),
-    "wall_thickness": (Code("122445", "DCM", "Wall Thickness"), "mm", "lv_myocardium"),
-    "t1": (Code("113063", "DCM", "T1"), "ms", "lv_myocardium"),
-    "t2": (Code("113065", "DCM", "T2"), "ms", "lv_myocardium"),
-    "bsa": (Code("8277-6", "LN", "BSA"), "m2", None),
-    # No standard code:
-    "lv_edv_index": (Code("LVEDVI", _P, "LV end-diastolic volume index"), "ml/m2", "lv_blood_pool"),
-    "lv_esv_index": (Code("LVESVI", _P, "LV end-systolic volume index"), "ml/m2", "lv_blood_pool"),
-    "lv_sv_index": (Code("LVSVI", _P, "LV stroke volume index"), "ml/m2", "lv_blood_pool"),
-    "lv_mass_index": (Code("LVMI", _P, "LV mass index"), "g/m2", "lv_myocardium"),
-    "rv_edv_index": (Code("RVEDVI", _P, "RV end-diastolic volume index"), "ml/m2", "rv_blood_pool"),
-    "rv_esv_index": (Code("RVESVI", _P, "RV end-systolic volume index"), "ml/m2", "rv_blood_pool"),
-    "rv_sv_index": (Code("RVSVI", _P, "RV stroke volume index"), "ml/m2", "rv_blood_pool"),
-    "lge_extent": (Code("LGE-EXTENT", _P, "Enhanced myocardium, percent of LV myocardium"), "%", "enhanced_myocardium"),
-    "lge_volume": (Code("LGE-VOLUME", _P, "Enhanced myocardial volume"), "ml", "enhanced_myocardium"),
-    "mvo_volume": (Code("MVO-VOLUME", _P, "Microvascular obstruction volume"), "ml", "microvascular_obstruction"),
-    "ecv": (Code("ECV", _P, "Extracellular volume fraction"), "%", "lv_myocardium"),
-}
+    return {name: (m.concept, m.unit, m.site) for name, m in MEASUREMENTS.items() if m.concept is not None}
+
 
 UNIT_MEANINGS = {
     "ml": "milliliter",
@@ -187,7 +162,7 @@ def write_measurement_sr(
 def read_measurement_sr(path: str | os.PathLike) -> list[dict]:
     """The measurements of a TID 1500 SR: dicts of name, value, unit, finding_site, segment, method.
 
-    ``name`` is our name where the concept is in KNOWN_MEASUREMENTS, else the concept's
+    ``name`` is our name where the concept is a known measurement's, else the concept's
     meaning; ``finding_site`` is our structure name where we know the coded site.
     """
     import highdicom as hd
@@ -249,20 +224,21 @@ def _measurement_group(hd, site: str | None, members: list[Measurement], stacks:
 
 
 def _finding_site(measurement: Measurement) -> str | None:
-    site = measurement.finding_site
-    if site is None and measurement.name in KNOWN_MEASUREMENTS:
-        site = KNOWN_MEASUREMENTS[measurement.name][2]
+    site, known = measurement.finding_site, known_measurements()
+    if site is None and measurement.name in known:
+        site = known[measurement.name][2]
     return None if site is None else structure(site).name
 
 
 def _concept(measurement: Measurement) -> Code:
     if measurement.concept is not None:
         return measurement.concept
-    if measurement.name not in KNOWN_MEASUREMENTS:
+    known = known_measurements()
+    if measurement.name not in known:
         raise ValueError(
-            f"no code for measurement {measurement.name!r}: pass concept=Code(...) or use one of {', '.join(KNOWN_MEASUREMENTS)}"
+            f"no code for measurement {measurement.name!r}: pass concept=Code(...) or use one of {', '.join(known)}"
         )
-    concept, unit, _ = KNOWN_MEASUREMENTS[measurement.name]
+    concept, unit, _ = known[measurement.name]
     if measurement.unit != unit:
         raise ValueError(f"measurement {measurement.name!r} is given in {unit!r}, not {measurement.unit!r}")
     return concept
@@ -330,11 +306,11 @@ def _group_source_images(hd, stacks: Sequence[ImageStack], headers: dict[str, Da
 
 def _name_of(concept, site: str | None) -> str:
     """Our name for a measurement concept at a finding site (stroke volume needs the site)."""
-    key = (concept.scheme_designator, concept.value)
-    for name, (code, _, default_site) in KNOWN_MEASUREMENTS.items():
+    key, known = (concept.scheme_designator, concept.value), known_measurements()
+    for name, (code, _, default_site) in known.items():
         if (code.scheme_designator, code.value) == key and default_site == site:
             return name
-    for name, (code, _, _) in KNOWN_MEASUREMENTS.items():
+    for name, (code, _, _) in known.items():
         if (code.scheme_designator, code.value) == key:
             return name
     return concept.meaning

@@ -19,8 +19,8 @@ from .aha import (
     slice_levels,
 )
 from .atria import AtriaCine, AtriumCine, AtriumMeasures, area_length_volume_ml, atria_over_cine, atrium_measures
-from .long_axis import LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames
-from .lge import LgeExtent, drop_small_components, lge_extent
+from .long_axis import LONG_AXIS_MIN_DEG, LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames, not_a_long_axis_plane, valve_plane_problem
+from .lge import LgeExtent, drop_small_components, lge_extent, partial_volume_slices
 from .mapping import MapValues, RegionValues, erode_in_plane, map_values
 from .volumes import (
     MYOCARDIAL_DENSITY_G_PER_ML,
@@ -35,6 +35,7 @@ from .volumes import (
 
 __all__ = [
     "AHA_SEGMENT_NAMES",
+    "LONG_AXIS_MIN_DEG",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "AhaSegmentation",
     "AtriaCine",
@@ -60,6 +61,9 @@ __all__ = [
     "guess_basal_end",
     "label_volumes_ml",
     "lge_extent",
+    "not_a_long_axis_plane",
+    "partial_volume_slices",
+    "valve_plane_problem",
     "long_axis_bounds",
     "map_values",
     "matching_frames",

@@ -12,7 +12,7 @@ source of false enhancement. Two guards, both optional:
 
 * ``excluded_slices``: slices left out of the quantification altogether, e.g. a basal
   slice whose slab reaches into the atrium or an apical cap slice whose slab holds the
-  cavity's tip (the caller knows the anatomy; see analysis/parts.py);
+  cavity's tip (``partial_volume_slices`` finds them from the anatomy);
 * ``blood_pool`` + ``drop_border_rims``: enhanced islands lying wholly on the border with
   the blood pool (one pixel deep) are partial volume, not scar; subendocardial scar
   reaches deeper than one pixel.
@@ -255,3 +255,34 @@ def label_components_2d(mask: np.ndarray) -> np.ndarray:
             break
         ids = grown
     return ids
+
+
+def partial_volume_slices(
+    has_myocardium: np.ndarray,
+    has_blood_pool: np.ndarray,
+    slice_depths_mm: np.ndarray | None = None,
+    half_slab_mm: np.ndarray | None = None,
+    mitral_mm: float | None = None,
+    apex_mm: float | None = None,
+) -> dict[int, str]:
+    """LGE slices whose slab mixes myocardium with bright blood beyond it, and why.
+
+    * a slice with myocardium but no LV blood pool is a cap: the apex's tip or a slice
+      grazing the base, its slab holding cavity or atrial blood above or below;
+    * given the mitral plane and the LV apex as depths along the slice normal (from a
+      long-axis cine at end-diastole: LGE is triggered in diastole) with each slice's depth
+      and half slab, a slice whose slab reaches past the mitral plane holds atrial blood.
+    """
+    has_myocardium, has_blood_pool = np.asarray(has_myocardium, bool), np.asarray(has_blood_pool, bool)
+    excluded: dict[int, str] = {}
+    for k in np.flatnonzero(has_myocardium & ~has_blood_pool):
+        excluded[int(k)] = "myocardium without LV blood pool (apical tip or basal cap): partial volume with blood"
+    if mitral_mm is None or apex_mm is None or not (np.isfinite(mitral_mm) and np.isfinite(apex_mm)):
+        return excluded
+    towards_base = 1.0 if mitral_mm > apex_mm else -1.0
+    for k in np.flatnonzero(has_myocardium):
+        past = (slice_depths_mm[k] - mitral_mm) * towards_base + half_slab_mm[k]
+        if past > 0 and int(k) not in excluded:
+            excluded[int(k)] = (f"its slab reaches {past:.1f} mm past the mitral plane of the 4-chamber cine: "
+                                "partial volume with atrial blood")
+    return excluded

@@ -129,3 +129,32 @@ def matching_frames(sax_fractions: np.ndarray, lax_fractions: np.ndarray) -> np.
     """For every short-axis frame, the long-axis frame nearest to it in the (cyclic) cardiac cycle."""
     d = np.abs(np.asarray(sax_fractions)[:, None] - np.asarray(lax_fractions)[None, :]) % 1.0
     return np.argmin(np.minimum(d, 1 - d), axis=1)
+
+
+# A long-axis plane must contain the long axis, i.e. stand near-perpendicular to the short axis.
+LONG_AXIS_MIN_DEG = 60.0
+
+
+def not_a_long_axis_plane(plane_angle_deg: float) -> str | None:
+    """Why a plane at ``plane_angle_deg`` from the short-axis slices cannot give valve planes or apices, or None."""
+    if plane_angle_deg < LONG_AXIS_MIN_DEG:
+        return f"the 4-chamber plane is only {plane_angle_deg:.0f} degrees from the short axis"
+    return None
+
+
+def valve_plane_problem(mitral_mm: np.ndarray, slice_depths_mm: np.ndarray, slice_spacing_mm: float) -> str | None:
+    """Why a long-axis cine's valve planes must not clip a short-axis stack's end slabs, or None when they may.
+
+    ``mitral_mm``: the mitral plane's depth per frame (NaN where not found) along the
+    short-axis normal; ``slice_depths_mm``: the short-axis slices' depths on that axis,
+    ``slice_spacing_mm`` the distance between them (the slice thickness for one slice). A
+    mitral plane more than one slice beyond the stack means another breath-hold
+    position, which would move every slab.
+    """
+    found = mitral_mm[np.isfinite(mitral_mm)]
+    if found.size == 0:
+        return "no mitral plane found on the 4-chamber cine"
+    depths, reach = np.asarray(slice_depths_mm, dtype=float), float(slice_spacing_mm)
+    if not (depths.min() - reach <= np.median(found) <= depths.max() + reach):
+        return "the mitral plane of the 4-chamber cine lies outside the short-axis stack (more than one slice beyond it)"
+    return None

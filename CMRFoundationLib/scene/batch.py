@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..analysis import AnalysisOptions, analyze_study, write_outputs
+from ..analysis.parts import MEASUREMENTS
 from . import edits
 from .files import save_markups, save_scene_bundle, save_segmentation
 from .load import load_analysis
@@ -38,8 +39,8 @@ log = logging.getLogger(__name__)
 MARKER = "batch-complete.json"
 SUMMARY = "summary.csv"
 PARTIAL_PREFIX = ".partial-"
-KEY_MEASUREMENTS = ("lv_edv", "lv_esv", "lv_ef", "lv_mass", "rv_edv", "rv_esv", "rv_ef", "la_volume", "lge_extent",
-                    "t1", "t2")
+# The measurement columns of summary.csv, as the parts declare them (MeasurementSpec.summary_column).
+KEY_MEASUREMENTS = tuple(sorted((n for n, s in MEASUREMENTS.items() if s.summary_column), key=lambda n: MEASUREMENTS[n].summary_column))
 SUMMARY_COLUMNS = ("study", "status", "analysed_in_this_run", *KEY_MEASUREMENTS, "error")
 
 

@@ -136,7 +136,7 @@ def test_named_series_are_used_and_every_part_runs(analysis, sample_truth):
     for role, number in truth_roles(sample_truth).items():
         assert analysis.selection[role].series == f"S{number:03d}"
         assert analysis.selection[role].reason.startswith(f"chosen by the user (series {number})")
-    assert list(analysis.parts) == ["atria", "function", "myocardial_segments", "disease", "lge_extent",
+    assert list(analysis.parts) == ["atria", "function", "volume_ratio", "myocardial_segments", "disease", "lge_extent",
                                     "lge_presence", "t1_map", "t2_map"]
     for part in analysis.parts.values():
         assert (part.status, part.reason) == ("ok", None), part.name

@@ -1,0 +1,82 @@
+"""The part registry (analysis/parts): what a part declares is what the pipeline, the
+outputs and the clinical rules use; and reading an analysis needs no torch."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from CMRFoundationLib.analysis.parts import MEASUREMENTS, PARTS
+from CMRFoundationLib.analysis.parts.context import Context, PartSkipped, Shared
+from CMRFoundationLib.analysis.parts.volume_ratio import PART as VOLUME_RATIO
+from CMRFoundationLib.analysis.pipeline import PHASE_WEIGHTS
+from CMRFoundationLib.analysis.results import OK, PartResult
+from CMRFoundationLib.dicom.sr import known_measurements
+from CMRFoundationLib.measurements import not_a_long_axis_plane, partial_volume_slices, valve_plane_problem
+
+
+def test_reading_an_analysis_imports_no_torch():
+    code = ("import sys; import CMRFoundationLib.analysis, CMRFoundationLib.analysis.parts, "
+            "CMRFoundationLib.analysis.outputs, CMRFoundationLib.scene.tables; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def _part(spec, series="S001") -> PartResult:
+    return PartResult(spec.name, spec.title, series=series, units={m.name: m.unit for m in spec.measurements})
+
+
+def test_a_part_measures_only_what_it_declares_in_the_declared_unit():
+    part = _part(VOLUME_RATIO)
+    part.measure("rv_lv_edv_ratio", 1.1)
+    assert part.measurements[0].unit == MEASUREMENTS["rv_lv_edv_ratio"].unit
+    with pytest.raises(ValueError, match="does not declare"):
+        part.measure("lv_edv", 100.0)
+
+
+def test_the_registry_feeds_progress_and_the_sr_codes():
+    assert [p.name for p in PARTS] == [name for name in PHASE_WEIGHTS if name not in ("read", "classify", "select")]
+    coded = {name for name, spec in MEASUREMENTS.items() if spec.concept is not None}
+    assert set(known_measurements()) == coded
+    assert known_measurements()["lv_edv"][0].value == "8821-1"  # LOINC Left Ventricular ED Volume
+
+
+def _context_after_function(lv_edv, rv_edv) -> Context:
+    function = next(p for p in PARTS if p.name == "function")
+    done = _part(function)
+    for name, value in (("lv_edv", lv_edv), ("rv_edv", rv_edv)):
+        done.measure(name, value)
+    done.status = OK
+    return Context(predictors=None, lge_n_sd=5.0, flag=lambda *args: None, shared=Shared(), parts={"function": done})
+
+
+def test_volume_ratio_part_reads_the_function_parts_volumes():
+    part = _part(VOLUME_RATIO)
+    VOLUME_RATIO.run(_context_after_function(120.0, 150.0), part, None)
+    assert part.measurements[0].value == pytest.approx(1.25)
+    with pytest.raises(PartSkipped):
+        VOLUME_RATIO.run(_context_after_function(None, 150.0), _part(VOLUME_RATIO), None)
+
+
+def test_valve_planes_are_refused_off_axis_or_outside_the_stack():
+    depths = np.arange(0.0, 80.0, 10.0)  # 8 slices, 10 mm apart
+    assert not_a_long_axis_plane(30.0) is not None and not_a_long_axis_plane(85.0) is None
+    assert valve_plane_problem(np.array([65.0, 68.0]), depths, 10.0) is None
+    assert "outside" in valve_plane_problem(np.array([95.0, 96.0]), depths, 10.0)  # > one slice beyond 70 mm
+    assert "no mitral" in valve_plane_problem(np.array([np.nan, np.nan]), depths, 10.0)
+
+
+def test_lge_slices_past_the_mitral_plane_or_without_blood_pool_are_left_out():
+    has_myo = np.array([True, True, True, True])
+    has_blood = np.array([False, True, True, True])  # slice 0: an apical cap
+    depths = np.array([0.0, 10.0, 20.0, 30.0])  # apex at 0 mm, base towards +
+    half_slab = np.full(4, 4.0)
+    excluded = partial_volume_slices(has_myo, has_blood, depths, half_slab, mitral_mm=28.0, apex_mm=-5.0)
+    assert set(excluded) == {0, 3}  # slice 3's slab reaches 30 + 4 - 28 = 6 mm past the mitral plane
+    assert "past the mitral plane" in excluded[3] and "without LV blood pool" in excluded[0]
+    assert set(partial_volume_slices(has_myo, has_blood, depths, half_slab, mitral_mm=40.0, apex_mm=-5.0)) == {0}
+    # The other way round (base at the low depths): slice 0 is then basal.
+    flipped = partial_volume_slices(has_myo, np.ones(4, bool), depths, half_slab, mitral_mm=2.0, apex_mm=40.0)
+    assert set(flipped) == {0}
