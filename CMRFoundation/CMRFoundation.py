@@ -57,7 +57,7 @@ class CMRFoundation(ScriptedLoadableModule):
             "its volumes, segmentations, landmarks and measurements table then appear under the study in "
             "the Data module, and the output folder holds the report (report.html), analysis.json, "
             "measurements.csv, label maps, DICOM SEG and SR. On first use the Python packages it needs "
-            "(PyTorch, MONAI, pydicom, highdicom, safetensors) are installed after you confirm. The "
+            "(PyTorch, MONAI, pydicom, highdicom, safetensors, Pillow) are installed after you confirm. The "
             "weights carried with the extension are small CPU-trained ones; full-size weights can be "
             "imported offline under <i>Advanced</i>.<br><br>"
             "Method: " + METHOD_CITATION

@@ -42,6 +42,7 @@ REQUIREMENTS = (
     Requirement("highdicom", "highdicom", "0.23"),
     Requirement("safetensors", "safetensors", "0.4"),
     Requirement("monai", "monai", "1.3"),
+    Requirement("PIL", "pillow", "9.1"),  # the report's PNG images
 )
 
 

@@ -7,7 +7,7 @@
     OUT/labels/S006_aha_segments_ed.nii.gz     AHA segment numbers 1..16 (at ED for the cine)
     OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series
     OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements
-    OUT/report.html                            the report for a reader, one self-contained page (report.py)
+    OUT/report.html                            the report for a reader, one self-contained page (report/)
 
 DICOM SEG of a cine holds its end-diastolic and end-systolic frames only (one SEG
 instance each, in one SEG series): those are the frames the report's volumes come from,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import io
 import json
 import re
 from html.parser import HTMLParser
@@ -17,8 +18,10 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from PIL import Image
 
 from CMRFoundationLib.analysis import AnalysisOptions, analyze_study, outputs, report, write_outputs
+from CMRFoundationLib.analysis.report import images
 from CMRFoundationLib.analysis.results import Flag, PartResult, SeriesRecord, StudyAnalysis
 from CMRFoundationLib.stack import ImageStack, SeriesInfo
 from CMRFoundationLib.terminology import STRUCTURES
@@ -209,6 +212,33 @@ def test_images_are_pngs_that_decode(page, tmp_path):
     assert not any(flag for caption, flag in marked.items() if ", ES " in caption)
 
 
+def mark_centre(pixels: np.ndarray, colour) -> tuple[float, float]:
+    """(row, col) of the centre of the pixels drawn in ``colour``."""
+    rows, cols = np.nonzero((pixels == np.array(colour)).all(axis=2))
+    assert rows.size, "no mark in that colour"
+    return float(rows.mean()), float(cols.mean())
+
+
+def test_insertion_marks_sit_at_their_row_and_column(page, analysis, tmp_path):
+    """Each ED mark is drawn where its (row, col) falls in the cropped, enlarged slice, not transposed."""
+    function, segments = analysis.parts["function"], analysis.parts["myocardial_segments"]
+    label_map = images._structure_map(function)
+    r0, r1, c0, c1 = images._crop_box(label_map.labels, analysis.stack(function.series).spacing)
+    anterior = {entry["slice"]: entry["anterior"]["row_col"] for entry in segments.results["insertion_points"]
+                if entry.get("anterior")}
+    checked = 0
+    for caption, pixels, _ in png_images(section(page, "function"), tmp_path):
+        k = int(re.search(r"slice (\d+)", caption).group(1))
+        if ", ED " not in caption or k not in anterior:
+            continue
+        fr, fc = pixels.shape[0] / (r1 - r0), pixels.shape[1] / (c1 - c0)  # enlargement along rows, columns
+        row, col = anterior[k]
+        expected = ((row - r0 + 0.5) * fr - 0.5, (col - c0 + 0.5) * fc - 0.5)
+        assert mark_centre(pixels, STRUCTURES["anterior_rv_insertion"].color) == pytest.approx(expected, abs=1.5), caption
+        checked += 1
+    assert checked
+
+
 def test_overlays_use_the_terminology_colours(page, tmp_path):
     images = {caption: pixels for caption, pixels, _ in png_images(page, tmp_path)}
     mid_ed = next(pixels for caption, pixels in images.items() if caption.startswith("Mid-ventricular, ED"))
@@ -320,3 +350,18 @@ def test_png_encoder_round_trips(tmp_path):
     path = tmp_path / "small.png"
     path.write_bytes(report.png_bytes(rgb))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), rgb)
+
+
+def test_a_mark_off_the_diagonal_is_drawn_at_its_row_and_column():
+    """A wide slice with tall pixels, one mark at (row 3, col 12): swapping rows and columns anywhere
+    between the mark and the decoded PNG moves the mark or changes the PNG's shape."""
+    image = np.random.default_rng(1).uniform(0, 100, size=(20, 30))
+    labels = np.zeros((20, 30), dtype=np.uint8)
+    colour = (0, 255, 0)
+    rgb = images._overlay(image, labels, ["background"], (0, 20, 0, 30), (1.0, 2.0, 8.0), [(3, 12, colour)])
+    pixels = np.asarray(Image.open(io.BytesIO(images.png_bytes(rgb))).convert("RGB"))
+    # spacing is (column, row, slice): rows are 2 mm, so they are enlarged twice as much as columns (8 and 4).
+    assert pixels.shape == (160, 120, 3)
+    assert mark_centre(pixels, colour) == pytest.approx(((3 + 0.5) * 8 - 0.5, (12 + 0.5) * 4 - 0.5), abs=0.5)
+    figure = images._figure(rgb, "mark")
+    assert 'width="120" height="160"' in figure

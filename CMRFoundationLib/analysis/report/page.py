@@ -1,21 +1,5 @@
-"""``report.html``: one self-contained page of an analysis that a clinician can read offline.
-
-Everything is inline, so the file can be mailed, archived or opened without a network:
-charts are SVG, images are PNG in ``data:`` URIs (written by the small encoder below,
-so no plotting library is needed), styling is a short CSS block, and there is no
-script at all. All text that comes from the study (DICOM headers, and reasons or flags
-that quote them) is HTML-escaped.
-
-What it shows, in reading order: patient and study facts, software and weights, a
-research-use banner; the quality flags (errors and warnings first, information folded
-away); each part of the analysis (function table and volume curves, short-axis images
-at ED and ES with the RV insertion points, AHA bull's-eye plots, disease and LGE
-probabilities, atria, LGE and map images) or, for a part that did not run, why; and
-every series read with what it was used for.
-
-Deliberately left out: normal ranges. None are validated for this software, and an
-invented range would read as a validated one. Images are shown as stored (rows down,
-columns right), cropped to the heart, never flipped or rotated.
+"""The report's page: header, overview, quality flags, one section per part of the analysis,
+the series table and the footer, with their tables and layout (see the package docstring).
 
 A section that cannot be drawn (an unexpected result) says why instead, so that every
 analysis that completed gets its report.
@@ -23,25 +7,29 @@ analysis that completed gets its report.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import logging
-import math
 import os
-import struct
-import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from .. import __version__
-from ..measurements.aha import AHA_SEGMENT_NAMES, slice_levels
-from ..measurements.volumes import mosteller_bsa_m2
-from ..terminology import STRUCTURES
-from .results import OK, LabelMap, PartResult, StudyAnalysis
-from .select import ROLES
+from ... import __version__
+from ...measurements.volumes import mosteller_bsa_m2
+from ...terminology import STRUCTURES
+from ..results import OK, PartResult, StudyAnalysis
+from ..select import ROLES
+from .charts import _bullseye_figure, _probability_bars_svg, _volume_curves_svg
+from .images import (
+    _crop_box,
+    _figure,
+    _figures,
+    _labels_at,
+    _legend,
+    _level_slices,
+    _overlay,
+    _structure_map,
+)
+from .markup import _e, _number, _unit
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +42,6 @@ CPU_SIZED_ENCODERS = ("vit_nano",)
 # ACDC's groups, the classes of the disease model (tasks.DISEASES).
 DISEASE_NAMES = {"NOR": "normal", "DCM": "dilated cardiomyopathy", "HCM": "hypertrophic cardiomyopathy",
                  "MINF": "previous myocardial infarction", "RV": "abnormal right ventricle"}
-
-# Decimals shown per unit, and how a unit is written for readers.
-DIGITS = {"ml": 1, "ml/m2": 1, "%": 1, "g": 1, "g/m2": 1, "m2": 2, "mm": 1, "cm2": 1, "ms": 0}
-UNIT_TEXT = {"ml": "mL", "ml/m2": "mL/m²", "g/m2": "g/m²", "m2": "m²", "cm2": "cm²"}
-
-FILLED = ("enhanced_myocardium",)  # drawn filled as well as outlined: the area is the finding
-CROP_MARGIN_MM = 25.0  # around everything segmented in a stack
-TARGET_IMAGE_PX = 300  # small crops are enlarged by a whole factor (at most 4) to reach this size
-NO_DATA = (200, 200, 200)  # bull's-eye segments without a value
-COLOUR_STOPS = ((255, 255, 204), (253, 141, 60), (189, 0, 38))  # bull's-eye scale: light yellow, orange, dark red
 
 
 class Html(str):
@@ -421,292 +399,6 @@ def _series_use(analysis: StudyAnalysis, key: str) -> str:
     return f"Not used: no part reads {c.image_type} images" + (f" of the {c.view} view" if c.view else "")
 
 
-# --- charts (SVG) ---------------------------------------------------------------------------
-
-
-def _volume_curves_svg(results: dict, stack) -> str:
-    """LV and RV volume over the cardiac cycle, one point per frame, with ED and ES marked."""
-    curves = [(name, results.get(f"{name}_volume_curve_ml")) for name in ("lv", "rv")]
-    curves = [(name, values) for name, values in curves if values]
-    if not curves:
-        return ""
-    n = len(curves[0][1])
-    times = stack.frame_times
-    if times is not None and len(times) == n and np.all(np.diff(times) > 0):
-        xs, x_label = [float(t) for t in times], "time from the R wave (ms)"
-    else:
-        xs, x_label = [float(i) for i in range(n)], "frame"
-    found = [v for _, values in curves for v in values if v is not None]
-    y_max = max(found) * 1.1 if found and max(found) > 0 else 1.0
-    x_lo, x_hi = xs[0], (xs[-1] if xs[-1] > xs[0] else xs[0] + 1)
-    width, height, left, right, top, bottom = 560, 280, 60, 110, 20, 45
-    plot_right, plot_bottom, middle_y = width - right, height - bottom, (top + height - bottom) / 2
-
-    def x_of(x):
-        return left + (x - x_lo) / (x_hi - x_lo) * (plot_right - left)
-
-    def y_of(y):
-        return plot_bottom - y / y_max * (plot_bottom - top)
-
-    svg = [f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="Ventricular volumes over the cardiac cycle">']
-    for y in _ticks(0, y_max):
-        svg.append(f'<line x1="{left}" x2="{plot_right}" y1="{y_of(y):.1f}" y2="{y_of(y):.1f}" stroke="#e5e5e5"/>'
-                   f'<text x="{left - 6}" y="{y_of(y) + 4:.1f}" text-anchor="end" font-size="11">{y:g}</text>')
-    for x in _ticks(x_lo, x_hi):
-        svg.append(f'<text x="{x_of(x):.1f}" y="{plot_bottom + 16}" text-anchor="middle" font-size="11">{x:g}</text>')
-    svg.append(f'<line x1="{left}" x2="{plot_right}" y1="{plot_bottom}" y2="{plot_bottom}" stroke="#333"/>'
-               f'<line x1="{left}" x2="{left}" y1="{top}" y2="{plot_bottom}" stroke="#333"/>'
-               f'<text x="{(left + plot_right) / 2:.0f}" y="{height - 8}" text-anchor="middle" font-size="12">{x_label}</text>'
-               f'<text x="14" y="{middle_y:.0f}" text-anchor="middle" font-size="12" '
-               f'transform="rotate(-90 14 {middle_y:.0f})">volume (mL)</text>')
-    for phase, frame in (("ED", results.get("ed_frame")), ("ES", results.get("es_frame"))):
-        if frame is not None and 0 <= frame < n:
-            x = x_of(xs[frame])
-            svg.append(f'<line class="phase" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{plot_bottom}" stroke="#555" '
-                       f'stroke-dasharray="4 3"/><text x="{x + 3:.1f}" y="{top + 10}" font-size="11">{phase}</text>')
-    for i, (name, values) in enumerate(curves):
-        colour = _css(STRUCTURES[f"{name}_blood_pool"].color)
-        points = [(x_of(x), y_of(v)) for x, v in zip(xs, values) if v is not None]  # None: no label in that frame
-        coordinates = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
-        svg.append(f'<polyline class="volume" data-curve="{name}" points="{coordinates}" fill="none" stroke="{colour}" '
-                   'stroke-width="2.5"/>')
-        svg += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}" stroke="#333" stroke-width="0.5"/>' for x, y in points]
-        y = top + 10 + 18 * i
-        svg.append(f'<line x1="{plot_right + 12}" x2="{plot_right + 34}" y1="{y}" y2="{y}" stroke="{colour}" stroke-width="3"/>'
-                   f'<text x="{plot_right + 40}" y="{y + 4}" font-size="12">{name.upper()}</text>')
-    svg.append("</svg>")
-    return ("<figure>" + "".join(svg)
-            + "<figcaption>Blood-pool volume over the cardiac cycle (dashed: ED and ES).</figcaption></figure>")
-
-
-def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round-numbered ticks from lo to hi."""
-    if not hi > lo:
-        return [lo]
-    raw = (hi - lo) / count
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-    first = math.ceil(lo / step) * step
-    return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-# AHA 16-segment layout, as it is usually drawn: anterior at the top, septum on the left.
-# segment -> (inner radius, outer radius, centre angle in degrees counter-clockwise from 3 o'clock, angular width)
-SEGMENT_PLACES = {
-    **{1 + i: (70, 100, 90 + 60 * i, 60) for i in range(6)},  # basal
-    **{7 + i: (40, 70, 90 + 60 * i, 60) for i in range(6)},  # mid
-    **{13 + i: (0, 40, 90 + 90 * i, 90) for i in range(4)},  # apical
-}
-
-
-def _bullseye_figure(part: PartResult, name: str, unit: str, title: str, scale=None) -> str:
-    values = {m.segment: m.value for m in part.measurements if m.name == name and m.segment is not None}
-    if not values:
-        return f'<p class="meta">{_e(title)}: no segment values.</p>'
-    return f"<figure>{bullseye_svg(values, unit, name, scale)}<figcaption>{_e(title)}</figcaption></figure>"
-
-
-def bullseye_svg(values: dict[int, float], unit: str, name: str, scale: tuple[float, float] | None = None) -> str:
-    """AHA 16-segment bull's-eye: each segment coloured by its value with the value written in it; grey without one.
-
-    ``scale`` (low, high) fixes the colour scale; by default it spans the values.
-    """
-    values = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
-    low, high = scale or (min(values.values(), default=0.0), max(values.values(), default=1.0))
-    if high <= low:
-        low, high = low - 1, high + 1
-    cx, cy, digits = 130, 125, DIGITS.get(unit, 1)
-    svg = [f'<svg class="bullseye" data-plot="{_e(name)}" xmlns="http://www.w3.org/2000/svg" width="260" height="300" '
-           f'viewBox="0 0 260 300" role="img" aria-label="AHA 16-segment plot of {_e(name)}">']
-    for segment, (inner, outer, centre, span) in SEGMENT_PLACES.items():
-        value = values.get(segment)
-        fill = NO_DATA if value is None else _colour_at((value - low) / (high - low))
-        label = "–" if value is None else _number(value, unit)
-        tooltip = f"AHA {segment} {AHA_SEGMENT_NAMES[segment]}: " + ("no data" if value is None else f"{label} {_unit(unit)}")
-        svg.append(f'<path class="aha-segment" data-segment="{segment}" d="{_sector(cx, cy, inner, outer, centre, span)}" '
-                   f'fill="{_css(fill)}" stroke="#fff" stroke-width="1.5"><title>{_e(tooltip)}</title></path>')
-        r = (inner + outer) / 2 if inner else 24
-        x, y = cx + r * math.cos(math.radians(centre)), cy - r * math.sin(math.radians(centre))
-        dark = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] < 140  # white text on dark segments
-        svg.append(f'<text x="{x:.1f}" y="{y + 4:.1f}" text-anchor="middle" font-size="11" '
-                   f'fill="{"#fff" if dark else "#111"}">{label}</text>')
-    for text, x, y, anchor in (("Anterior", cx, 16, "middle"), ("Inferior", cx, 242, "middle"),
-                               ("Septal", 1, cy + 4, "start"), ("Lateral", 259, cy + 4, "end")):
-        svg.append(f'<text x="{x}" y="{y}" text-anchor="{anchor}" font-size="9" fill="#555">{text}</text>')
-    gradient = f"scale-{_e(name)}"
-    stops = "".join(f'<stop offset="{i / (len(COLOUR_STOPS) - 1):.2f}" stop-color="{_css(c)}"/>'
-                    for i, c in enumerate(COLOUR_STOPS))
-    svg.append(f'<defs><linearGradient id="{gradient}">{stops}</linearGradient></defs>'
-               f'<rect x="30" y="256" width="150" height="10" fill="url(#{gradient})" stroke="#999"/>'
-               f'<text x="30" y="280" font-size="10">{low:.{digits}f}</text>'
-               f'<text x="180" y="280" font-size="10" text-anchor="end">{high:.{digits}f} {_e(_unit(unit))}</text>'
-               f'<rect x="200" y="256" width="10" height="10" fill="{_css(NO_DATA)}" stroke="#999"/>'
-               '<text x="214" y="265" font-size="9">no data</text></svg>')
-    return "".join(svg)
-
-
-def _colour_at(t: float) -> tuple[int, int, int]:
-    """The scale's colour at ``t`` (0..1, clipped)."""
-    t = min(max(t, 0.0), 1.0) * (len(COLOUR_STOPS) - 1)
-    i = min(int(t), len(COLOUR_STOPS) - 2)
-    a, b = COLOUR_STOPS[i], COLOUR_STOPS[i + 1]
-    return tuple(int(round(a[c] + (b[c] - a[c]) * (t - i))) for c in range(3))
-
-
-def _sector(cx: float, cy: float, inner: float, outer: float, centre: float, span: float) -> str:
-    """SVG path of a ring sector (a pie wedge when ``inner`` is 0); SVG's y axis points down."""
-    a0, a1 = math.radians(centre - span / 2), math.radians(centre + span / 2)
-
-    def at(r, a):
-        return f"{cx + r * math.cos(a):.2f} {cy - r * math.sin(a):.2f}"
-
-    # Outer arc counter-clockwise on screen (sweep flag 0), inner arc back clockwise (sweep flag 1).
-    if inner == 0:
-        return f"M {cx} {cy} L {at(outer, a0)} A {outer} {outer} 0 0 0 {at(outer, a1)} Z"
-    return (f"M {at(outer, a0)} A {outer} {outer} 0 0 0 {at(outer, a1)} "
-            f"L {at(inner, a1)} A {inner} {inner} 0 0 1 {at(inner, a0)} Z")
-
-
-def _probability_bars_svg(probabilities: dict[str, float], labels: dict[str, str], chosen: str | None) -> str:
-    """Horizontal bars of class probabilities; the model's class darker."""
-    row, label_width, bar_width = 22, 240, 200
-    width, height = label_width + bar_width + 60, row * len(probabilities) + 8
-    svg = [f'<svg class="bars" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" role="img" aria-label="class probabilities">']
-    for i, (name, p) in enumerate(probabilities.items()):
-        y, length = 4 + i * row, max(float(p), 0.0) * bar_width
-        colour = "#2b5c8a" if name == chosen else "#9bb3c9"
-        svg.append(f'<text x="{label_width - 6}" y="{y + 15}" text-anchor="end" font-size="12">'
-                   f'{_e(labels.get(name, name))}</text>'
-                   f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{row - 6}" fill="{colour}"/>'
-                   f'<text x="{label_width + length + 4:.1f}" y="{y + 15}" font-size="11">{float(p):.2f}</text>')
-    return "<figure>" + "".join(svg) + "</svg></figure>"
-
-
-# --- images (PNG) ---------------------------------------------------------------------------
-
-
-def _structure_map(part: PartResult) -> LabelMap | None:
-    """The part's segmentation of named structures (not its AHA segment map)."""
-    return next((m for m in part.label_maps if any(name in STRUCTURES for name in m.label_names[1:])), None)
-
-
-def _labels_at(label_map: LabelMap, frame: int) -> np.ndarray:
-    """The label map's [slices, rows, cols] at stack ``frame``."""
-    index = frame if label_map.frames is None else label_map.frames.index(frame)
-    return label_map.labels[:, index]
-
-
-def _level_slices(myocardium: np.ndarray, basal_end: str | None) -> list[tuple[str, int]]:
-    """(name, slice): the middle slice of the basal, mid and apical thirds of the LV (``[slices, rows, cols]`` mask)."""
-    if not myocardium.any():
-        return [("Middle slice", myocardium.shape[0] // 2)]
-    if basal_end in ("first", "last"):
-        names = {"basal": "Basal", "mid": "Mid-ventricular", "apical": "Apical"}
-    else:  # base and apex were not told apart: thirds in stack order
-        basal_end, names = "first", {"basal": "First third", "mid": "Middle third", "apical": "Last third"}
-    levels = slice_levels(myocardium, basal_end)
-    picked = []
-    for level in ("basal", "mid", "apical"):
-        slices = [k for k, found in enumerate(levels) if found == level]
-        if slices:
-            picked.append((names[level], slices[len(slices) // 2]))
-    return picked
-
-
-def _crop_box(labels: np.ndarray, spacing) -> tuple[int, int, int, int]:
-    """(row0, row1, col0, col1) around everything segmented in any slice or frame, with a margin."""
-    rows, cols = labels.shape[-2:]
-    seen = np.any(labels > 0, axis=tuple(range(labels.ndim - 2)))
-    if not seen.any():
-        return 0, rows, 0, cols
-    r, c = np.flatnonzero(seen.any(axis=1)), np.flatnonzero(seen.any(axis=0))
-    dr, dc = int(CROP_MARGIN_MM / spacing[1]), int(CROP_MARGIN_MM / spacing[0])  # spacing: (column, row, slice)
-    return max(0, r[0] - dr), min(rows, r[-1] + 1 + dr), max(0, c[0] - dc), min(cols, c[-1] + 1 + dc)
-
-
-def _overlay(image: np.ndarray, labels: np.ndarray, label_names, crop, spacing, points=()) -> np.ndarray:
-    """RGB uint8 of a cropped, enlarged slice, each structure outlined (FILLED ones also filled) in its colour.
-
-    ``points``: (row, col, colour) marks in the slice's pixel coordinates.
-    """
-    r0, r1, c0, c1 = crop
-    image, labels = np.nan_to_num(np.asarray(image, dtype=float)[r0:r1, c0:c1]), labels[r0:r1, c0:c1]
-    low, high = np.percentile(image, [1, 99.5])
-    grey = np.clip((image - low) / (high - low if high > low else 1.0), 0, 1) * 255
-    # Whole-pixel enlargement; non-square pixels get more repeats along their longer side.
-    scale = int(np.clip(math.ceil(TARGET_IMAGE_PX / max(image.shape)), 1, 4))
-    col_mm, row_mm = float(spacing[0]), float(spacing[1])
-    fr = max(1, round(scale * row_mm / min(row_mm, col_mm)))
-    fc = max(1, round(scale * col_mm / min(row_mm, col_mm)))
-    grey, labels = _enlarge(grey, fr, fc), _enlarge(labels, fr, fc)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    for value, name in enumerate(label_names):
-        mask = labels == value
-        if value == 0 or name not in STRUCTURES or not mask.any():
-            continue
-        colour = np.array(STRUCTURES[name].color, dtype=float)
-        if name in FILLED:
-            rgb[mask] = 0.4 * rgb[mask] + 0.6 * colour
-        inside = mask
-        for _ in range(min(2, scale)):  # an outline 1-2 pixels wide
-            inside = _erode(inside)
-        rgb[mask & ~inside] = colour
-    rows, cols = np.ogrid[:rgb.shape[0], :rgb.shape[1]]
-    for row, col, colour in points:
-        distance = np.hypot(rows - ((row - r0 + 0.5) * fr - 0.5), cols - ((col - c0 + 0.5) * fc - 0.5))
-        radius = 2.5 + scale
-        rgb[distance <= radius + 1.2] = 0  # a dark rim, so the mark shows on bright blood too
-        rgb[distance <= radius] = colour
-    return np.clip(rgb, 0, 255).astype(np.uint8)
-
-
-def _enlarge(array: np.ndarray, fr: int, fc: int) -> np.ndarray:
-    return np.repeat(np.repeat(array, fr, axis=0), fc, axis=1)
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """4-neighbour erosion (at the image border the missing neighbours count as inside)."""
-    inside = mask.copy()
-    inside[1:] &= mask[:-1]
-    inside[:-1] &= mask[1:]
-    inside[:, 1:] &= mask[:, :-1]
-    inside[:, :-1] &= mask[:, 1:]
-    return inside
-
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """A PNG (8-bit RGB, no filtering) of a ``[rows, cols, 3]`` uint8 array."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rgb.reshape(height, width * 3)], axis=1)  # filter 0
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8 bits, RGB, deflate, no filter, no interlace
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines.tobytes(), 6))
-            + chunk(b"IEND", b""))
-
-
-def _figure(rgb: np.ndarray, caption: str) -> str:
-    data = base64.b64encode(png_bytes(rgb)).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" width="{rgb.shape[1]}" height="{rgb.shape[0]}" '
-            f'alt="{_e(caption)}"><figcaption>{_e(caption)}</figcaption></figure>')
-
-
-def _figures(figures: list[str], legend: str) -> str:
-    return f'<div class="figures">{"".join(figures)}</div>{legend}' if figures else ""
-
-
-def _legend(label_names, marks=()) -> str:
-    names = [n for n in label_names[1:] if n in STRUCTURES] + list(marks)
-    return '<p class="legend">' + "".join(
-        f'<span class="swatch" style="background:{_css(STRUCTURES[n].color)}"></span>{_e(STRUCTURES[n].display_name)}'
-        for n in names) + "</p>"
-
-
 # --- small helpers --------------------------------------------------------------------------
 
 
@@ -736,26 +428,8 @@ def _cell(value) -> str:
     return value if isinstance(value, Html) else _e(value)
 
 
-def _e(value) -> str:
-    return html.escape(str(value))
-
-
-def _number(value, unit: str, digits: int | None = None) -> str:
-    if value is None or not math.isfinite(float(value)):
-        return "—"
-    return f"{float(value):.{DIGITS.get(unit, 2) if digits is None else digits}f}"
-
-
 def _probability(p: float | None) -> str:
     return "" if p is None else f" (p = {p:.2f})"
-
-
-def _unit(unit: str) -> str:
-    return UNIT_TEXT.get(unit, unit)
-
-
-def _css(colour) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour))
 
 
 def _description(analysis: StudyAnalysis, key: str) -> str:

@@ -1,0 +1,28 @@
+"""Text helpers shared by the report's page, charts and image figures: escaping and number formatting."""
+
+from __future__ import annotations
+
+import html
+import math
+
+# Decimals shown per unit, and how a unit is written for readers.
+DIGITS = {"ml": 1, "ml/m2": 1, "%": 1, "g": 1, "g/m2": 1, "m2": 2, "mm": 1, "cm2": 1, "ms": 0}
+UNIT_TEXT = {"ml": "mL", "ml/m2": "mL/m²", "g/m2": "g/m²", "m2": "m²", "cm2": "cm²"}
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _number(value, unit: str, digits: int | None = None) -> str:
+    if value is None or not math.isfinite(float(value)):
+        return "—"
+    return f"{float(value):.{DIGITS.get(unit, 2) if digits is None else digits}f}"
+
+
+def _unit(unit: str) -> str:
+    return UNIT_TEXT.get(unit, unit)
+
+
+def _css(colour) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in colour))
