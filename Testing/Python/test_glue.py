@@ -194,8 +194,11 @@ def four_chamber_with_mitral_plane(ed_mitral_z: int, es_mitral_z: int) -> FourCh
     ra = names.index("ra_blood_pool")
     rows, cols = 90, 60
     labels = np.zeros((2, rows, cols), np.uint8)
+
+    def row_of(z):
+        return 90 - z
+
     for frame, (mitral_z, apex_z) in enumerate(((es_mitral_z, 16), (ed_mitral_z, 12))):
-        row_of = lambda z: 90 - z  # noqa: E731
         labels[frame, row_of(80) : row_of(mitral_z), 10:30] = la  # LA: z from mitral_z + 1 up to 80
         labels[frame, row_of(80) : row_of(mitral_z), 35:50] = ra
         labels[frame, row_of(mitral_z) : row_of(apex_z) + 1, 10:30] = lv  # LV: z from apex_z up to mitral_z

@@ -11,7 +11,12 @@ from __future__ import annotations
 import pytest
 
 from CMRFoundationLib.dicom import sr
-from CMRFoundationLib.dicom.sr import AHA_SEGMENT_CODES, KNOWN_MEASUREMENTS, UNIT_MEANINGS, Measurement
+from CMRFoundationLib.dicom.sr import (
+    AHA_SEGMENT_CODES,
+    KNOWN_MEASUREMENTS,
+    UNIT_MEANINGS,
+    Measurement,
+)
 from CMRFoundationLib.terminology import PRIVATE_SCHEME
 
 P = "99CMRFM"
