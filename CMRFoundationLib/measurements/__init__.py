@@ -19,8 +19,8 @@ from .aha import (
     slice_levels,
 )
 from .atria import AtriaCine, AtriumCine, AtriumMeasures, area_length_volume_ml, atria_over_cine, atrium_measures
-from .long_axis import LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames
 from .lge import LgeExtent, drop_small_components, lge_extent
+from .long_axis import LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames
 from .mapping import MapValues, RegionValues, erode_in_plane, map_values
 from .volumes import (
     MYOCARDIAL_DENSITY_G_PER_ML,
