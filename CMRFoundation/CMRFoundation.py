@@ -6,8 +6,9 @@ the analysis runs as a separate process (CMRFoundationLib.runner) that a QTimer
 polls, so Slicer never freezes, and its results come into the scene through
 CMRFoundationLib.scene.
 
-CMRFoundationLib.analysis imports torch and monai, so it is imported only after the
-first-use check has made sure they are installed.
+CMRFoundationLib.analysis imports torch, so it is imported only after the first-use
+check has made sure it and the other requirements are installed (MONAI is not one:
+only training uses it).
 """
 
 import logging
@@ -18,9 +19,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,

@@ -216,8 +216,14 @@ def _series_choice(text: str) -> tuple[str, int]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """The whole study: classify, choose series, measure; JSON, CSV, label maps, DICOM SEG and SR in --out."""
-    from .analysis import (AnalysisOptions, NothingToAnalyze, OutputFolderError, analyze_study, check_output_folder,
-                           write_outputs)
+    from .analysis import (
+        AnalysisOptions,
+        NothingToAnalyze,
+        OutputFolderError,
+        analyze_study,
+        check_output_folder,
+        write_outputs,
+    )
 
     events = args.progress_format == "json"
     human = sys.stderr if events else sys.stdout  # with events, stdout holds nothing but event lines

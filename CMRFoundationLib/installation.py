@@ -33,7 +33,9 @@ class Requirement:
         return f"{self.package}>={self.minimum}"
 
 
-# torch first: installing monai before it would pull PyPI's default torch build as a dependency.
+# What inference needs (torch first: the PyTorch extension picks the build that suits the GPU,
+# and nothing installed before it may pull PyPI's default torch build as a dependency).
+# MONAI is not here: only training (the `train` extra) imports it.
 REQUIREMENTS = (
     Requirement("torch", "torch", "2.0"),  # scaled_dot_product_attention
     Requirement("numpy", "numpy", "1.24"),
@@ -41,7 +43,6 @@ REQUIREMENTS = (
     Requirement("pydicom", "pydicom", "3.0"),
     Requirement("highdicom", "highdicom", "0.23"),
     Requirement("safetensors", "safetensors", "0.4"),
-    Requirement("monai", "monai", "1.3"),
     Requirement("PIL", "pillow", "9.1"),  # the report's PNG images
 )
 

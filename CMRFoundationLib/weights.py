@@ -124,8 +124,8 @@ def load_task_state(folder: str | os.PathLike | None, task_name: str) -> tuple[d
     Each file's SHA-256 is checked against the manifest before it is read. The files'
     state dicts are merged in manifest order, later files overriding earlier keys.
     """
-    from safetensors.torch import load_file
     import torch
+    from safetensors.torch import load_file
 
     folder = resolve_weights_dir(folder)
     manifest = read_manifest(folder, task_name)
@@ -290,8 +290,8 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     if not state_dict:
         raise ValueError(f"refusing to write {path}: the state dict is empty")

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cmrtrain.data import samples_for  # noqa: E402
-from cmrtrain.evaluation import evaluate, kind_metric, markdown_table, write_results  # noqa: E402
-from cmrtrain.finetune import DEFAULT_SOURCES  # noqa: E402
-
-from CMRFoundationLib.inference import ImagePredictions, TaskPredictor  # noqa: E402
-from CMRFoundationLib.tasks import get_task  # noqa: E402
-from CMRFoundationLib.weights import record_evaluation  # noqa: E402
+from CMRFoundationLib.inference import ImagePredictions, TaskPredictor
+from CMRFoundationLib.tasks import get_task
+from CMRFoundationLib.weights import record_evaluation
+from cmrtrain.data import samples_for
+from cmrtrain.evaluation import evaluate, kind_metric, markdown_table, write_results
+from cmrtrain.finetune import DEFAULT_SOURCES
 
 # myopari's models and the data each was trained for, with the slice orientation that
 # matches its training data: the EMIDEC repack in ../shared is stored transposed

@@ -60,27 +60,24 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "Training"))
-sys.path.insert(0, str(REPO))
-
-from cmrtrain.provenance import code_version  # noqa: E402
-
-from CMRFoundationLib.analysis import AnalysisOptions, analyze_study  # noqa: E402
-from CMRFoundationLib.analysis.geometry import (  # noqa: E402
+from CMRFoundationLib.analysis import AnalysisOptions, analyze_study
+from CMRFoundationLib.analysis.geometry import (
     SaxReference,
-    base_direction,
     basal_end_along,
+    base_direction,
     carried_insertion_points,
 )
-from CMRFoundationLib.analysis.parts.context import FourChamberState  # noqa: E402
-from CMRFoundationLib.analysis.parts.lge_extent import LGE_MIN_ISLAND_PIXELS, lge_partial_volume_slices  # noqa: E402
-from CMRFoundationLib.analysis.parts.ventricular_function import valve_planes  # noqa: E402
-from CMRFoundationLib.measurements import aha_segments, guess_basal_end, lge_extent, map_values, ventricular_function  # noqa: E402
-from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters  # noqa: E402
-from CMRFoundationLib.synthetic.study import load_label_map, load_truth  # noqa: E402
-from CMRFoundationLib.tasks import get_task  # noqa: E402
-from CMRFoundationLib.weights import json_ready  # noqa: E402
+from CMRFoundationLib.analysis.parts.context import FourChamberState
+from CMRFoundationLib.analysis.parts.lge_extent import LGE_MIN_ISLAND_PIXELS, lge_partial_volume_slices
+from CMRFoundationLib.analysis.parts.ventricular_function import valve_planes
+from CMRFoundationLib.measurements import aha_segments, guess_basal_end, lge_extent, map_values, ventricular_function
+from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters
+from CMRFoundationLib.synthetic.study import load_label_map, load_truth
+from CMRFoundationLib.tasks import get_task
+from CMRFoundationLib.weights import json_ready
+from cmrtrain.provenance import code_version
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Phantom label values (synthetic/phantom.LABEL_NAMES).
 LV_BLOOD, LV_MYO, RV_BLOOD, LA_BLOOD, RA_BLOOD = 1, (2, 8, 9), 3, 5, 6
@@ -521,11 +518,10 @@ def evaluate_acdc(root: Path, options: AnalysisOptions, split: str = "test", lim
     if not (root / "patients.json").is_file():
         log(f"ACDC: {root} not found, skipped")
         return None
+    from CMRFoundationLib.inference import TaskPredictor
     from cmrtrain.data.acdc import SEG_LABELS, load_acdc_phase
     from cmrtrain.data.sample import remap_labels
     from cmrtrain.data.splits import load_split
-
-    from CMRFoundationLib.inference import TaskPredictor
 
     predictor = TaskPredictor.load("seg_sax_cine", options.weights_dir, options.device, options.batch_size)
     patients = load_split("acdc")[split][:limit]
@@ -704,7 +700,7 @@ def markdown(result: dict) -> str:
         em, eo = r["errors"]["model"], r["errors"]["oracle"]
         mf, of, tf = r["model"]["function"], r["oracle"]["function"], r["truth"]["function"]
         dice = r["model"].get("dice", {})
-        pair = lambda k, d=1: f"{_fmt(em[k], d, True)} / {_fmt(eo[k], d, True)}"  # noqa: E731
+        pair = lambda k, d=1: f"{_fmt(em[k], d, True)} / {_fmt(eo[k], d, True)}"  # noqa: E731, B023 (used in this iteration)
         lines.append(
             f"| {r['seed']} | {r['pathology']} | {tf['lv_ef']:.1f} | {pair('lv_ef_points')} | {pair('rv_ef_points')} | "
             f"{pair('lv_edv_percent')} | {pair('lv_esv_percent')} | {pair('rv_edv_percent')} | {pair('rv_esv_percent')} | "

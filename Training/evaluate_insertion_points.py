@@ -20,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from CMRFoundationLib.inference import TaskPredictor
+from CMRFoundationLib.measurements.insertion_points import joined_insertion_points, stack_insertion_points
+from CMRFoundationLib.tasks import get_task
+from cmrtrain.data.acdc import LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD, load_acdc_phase
+from cmrtrain.data.splits import load_split
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.data.acdc import LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD, load_acdc_phase  # noqa: E402
-from cmrtrain.data.splits import load_split  # noqa: E402
-
-from CMRFoundationLib.inference import TaskPredictor  # noqa: E402
-from CMRFoundationLib.measurements.insertion_points import joined_insertion_points, stack_insertion_points  # noqa: E402
-from CMRFoundationLib.tasks import get_task  # noqa: E402
 
 SPACING = (1.5, 1.5)
 

@@ -22,15 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.data import samples_for  # noqa: E402
-from cmrtrain.data.sample import Sample  # noqa: E402
-from cmrtrain.evaluation import evaluate  # noqa: E402
-
-from CMRFoundationLib.inference import TaskPredictor  # noqa: E402
-from CMRFoundationLib.tasks import get_task  # noqa: E402
+from CMRFoundationLib.inference import TaskPredictor
+from CMRFoundationLib.tasks import get_task
+from cmrtrain.data import samples_for
+from cmrtrain.data.sample import Sample
+from cmrtrain.evaluation import evaluate
 
 
 def _unit(image: np.ndarray) -> np.ndarray:

@@ -15,10 +15,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from cmrtrain.checkpoint import StopRequest  # noqa: E402
-from cmrtrain.finetune import FinetuneConfig, finetune  # noqa: E402
+from cmrtrain.checkpoint import StopRequest
+from cmrtrain.finetune import FinetuneConfig, finetune
 
 
 def parse_args(argv=None) -> tuple[FinetuneConfig, argparse.Namespace]:

@@ -34,6 +34,8 @@ BATCH=(${BATCH:+--batch-size "$BATCH"})  # a small batch for the CPU dry run; th
 mkdir -p "$RUN" "$OUT"
 start=$(date +%s)
 
+# The checkout is not pip-installed there: the library and the training package from the tree.
+export PYTHONPATH=$PWD:$PWD/Training${PYTHONPATH:+:$PYTHONPATH}
 # The GPU image has torch, numpy, scipy and safetensors, not MONAI or pydicom: install the
 # carried wheels (Training/README.md says how to download them).
 if [ -d .whl ]; then

@@ -34,11 +34,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # cmrtrain, when run as a script
-
-from cmrtrain import distributed  # noqa: E402
-from cmrtrain.checkpoint import StopRequest, check_resume_settings  # noqa: E402
-from cmrtrain.dino import (  # noqa: E402
+from CMRFoundationLib.models.vit import ViTEncoder, vit_config
+from CMRFoundationLib.weights import save_encoder_weights
+from cmrtrain import distributed
+from cmrtrain.checkpoint import StopRequest, check_resume_settings
+from cmrtrain.dino import (
     DINOHead,
     DINOLoss,
     MultiCropAugment,
@@ -48,9 +48,7 @@ from cmrtrain.dino import (  # noqa: E402
     param_groups,
     update_teacher,
 )
-from cmrtrain.unlabeled import PretrainTransform, UnlabeledImages  # noqa: E402
-from CMRFoundationLib.models.vit import ViTEncoder, vit_config  # noqa: E402
-from CMRFoundationLib.weights import save_encoder_weights  # noqa: E402
+from cmrtrain.unlabeled import PretrainTransform, UnlabeledImages
 
 log = logging.getLogger("pretrain_dino")
 

@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # cmrtrain, when run as a script
-
-from cmrtrain.augment import (  # noqa: E402
+from CMRFoundationLib.models.hybrid import TOKEN_STRIDE, HybridEncoder, hybrid_config
+from CMRFoundationLib.preprocess import PreprocessConfig, preprocess
+from CMRFoundationLib.weights import save_encoder_weights
+from cmrtrain.augment import (
     AppearanceConfig,
     AugmentConfig,
     random_appearance,
@@ -49,14 +50,10 @@ from cmrtrain.augment import (  # noqa: E402
     random_rigid,
     random_spacing,
 )
-from cmrtrain.checkpoint import StopRequest, check_resume_settings, float32_state, load_compact, save_compact  # noqa: E402
-from cmrtrain.dino import cosine_schedule, param_groups  # noqa: E402
-from cmrtrain.distributed import ResumableSampler  # noqa: E402
-from cmrtrain.unlabeled import UnlabeledImages  # noqa: E402
-
-from CMRFoundationLib.models.hybrid import TOKEN_STRIDE, HybridEncoder, hybrid_config  # noqa: E402
-from CMRFoundationLib.preprocess import PreprocessConfig, preprocess  # noqa: E402
-from CMRFoundationLib.weights import save_encoder_weights  # noqa: E402
+from cmrtrain.checkpoint import StopRequest, check_resume_settings, float32_state, load_compact, save_compact
+from cmrtrain.dino import cosine_schedule, param_groups
+from cmrtrain.distributed import ResumableSampler
+from cmrtrain.unlabeled import UnlabeledImages
 
 log = logging.getLogger("pretrain_mim")
 REPO = Path(__file__).resolve().parent.parent

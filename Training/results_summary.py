@@ -21,12 +21,8 @@ import json
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.evaluation import kind_metric  # noqa: E402
-
-from CMRFoundationLib.tasks import TASKS, get_task  # noqa: E402
+from CMRFoundationLib.tasks import TASKS, get_task
+from cmrtrain.evaluation import kind_metric
 
 # Published figures (not re-computable on our split: they come from the papers' own
 # test sets). The method: ViT-S/8 DINO-pretrained on CMR, finetuned per task.
@@ -124,7 +120,7 @@ def pretraining_table(root: Path) -> list[str]:
     for folder in root.glob("fewshot_*_dino*"):
         n, suffix = folder.name.split("_dino", 1)[0].split("_")[1], folder.name.split("_dino", 1)[1]
         few_shot.append((int(n), _steps(root, folder.name), folder.name, f"fewshot_{n}_scratch{suffix}"))
-    for n, steps, pretrained, scratch in sorted(few_shot, key=lambda row: (row[0], int(row[1]) if row[1].isdigit() else 0)):
+    for n, _, pretrained, scratch in sorted(few_shot, key=lambda row: (row[0], int(row[1]) if row[1].isdigit() else 0)):
         rows.append((f"{n} ACDC patient{'s' if n > 1 else ''}", pretrained, scratch))
     for label, pretrained, scratch in rows:
         lines.append(f"| {label} | {_steps(root, pretrained)} | {_sax_dice(load_result(root, pretrained, 'acdc', 'seg_sax_cine'))} "

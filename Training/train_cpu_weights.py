@@ -27,17 +27,15 @@ import sys
 import time
 from pathlib import Path
 
+from CMRFoundationLib.inference import TaskPredictor
+from CMRFoundationLib.tasks import TASKS, get_task
+from CMRFoundationLib.weights import record_evaluation
+from cmrtrain.checkpoint import StopRequest
+from cmrtrain.data import samples_for
+from cmrtrain.evaluation import evaluate, kind_metric, write_results
+from cmrtrain.finetune import DEFAULT_SOURCES, FinetuneConfig, finetune
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.checkpoint import StopRequest  # noqa: E402
-from cmrtrain.data import samples_for  # noqa: E402
-from cmrtrain.evaluation import evaluate, kind_metric, write_results  # noqa: E402
-from cmrtrain.finetune import DEFAULT_SOURCES, FinetuneConfig, finetune  # noqa: E402
-
-from CMRFoundationLib.inference import TaskPredictor  # noqa: E402
-from CMRFoundationLib.tasks import TASKS, get_task  # noqa: E402
-from CMRFoundationLib.weights import record_evaluation  # noqa: E402
 
 # Training steps (batch 16) per task: what a 2-core CPU session affords. Dense tasks cost
 # about 1 s a step, classifiers about 0.3 s (the stack classifiers see few samples and get
@@ -98,7 +96,7 @@ def main(argv=None) -> int:
             if done.get("finished") and done.get("steps") == steps[name]:
                 print(f"[{name}] finished in an earlier run: skipped", flush=True)
                 continue
-        summary = finetune(config, log=lambda m: print(f"[{name}] {m}", flush=True), resume=args.resume, stop=stop)
+        summary = finetune(config, log=lambda m: print(f"[{name}] {m}", flush=True), resume=args.resume, stop=stop)  # noqa: B023
         if not summary["finished"]:
             print(f"[{name}] stopped at step {summary['steps']} of {summary['total_steps']}; not evaluated. "
                   "Run the same command with --resume to continue.", flush=True)

@@ -23,15 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
+from CMRFoundationLib.measurements.phenotypes import cardiac_phenotypes
+from CMRFoundationLib.models.phenotype_classifier import PhenotypeClassifier
+from CMRFoundationLib.tasks import DISEASES, get_task
+from cmrtrain.data.acdc import LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD, acdc_patients, acdc_samples, load_acdc_phase
+from cmrtrain.data.splits import load_split
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.data.acdc import LV_BLOOD, LV_MYOCARDIUM, RV_BLOOD, acdc_patients, acdc_samples, load_acdc_phase  # noqa: E402
-from cmrtrain.data.splits import load_split  # noqa: E402
-
-from CMRFoundationLib.measurements.phenotypes import cardiac_phenotypes  # noqa: E402
-from CMRFoundationLib.models.phenotype_classifier import PhenotypeClassifier  # noqa: E402
-from CMRFoundationLib.tasks import DISEASES, get_task  # noqa: E402
 
 SPACING = (1.5, 1.5)  # ACDC's repack has no spacing; the features are ratios and do not depend on it
 L2_CHOICES = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)

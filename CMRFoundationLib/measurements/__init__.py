@@ -19,8 +19,16 @@ from .aha import (
     slice_levels,
 )
 from .atria import AtriaCine, AtriumCine, AtriumMeasures, area_length_volume_ml, atria_over_cine, atrium_measures
-from .long_axis import LONG_AXIS_MIN_DEG, LongAxisBounds, cycle_fractions, long_axis_bounds, matching_frames, not_a_long_axis_plane, valve_plane_problem
 from .lge import LgeExtent, drop_small_components, lge_extent, partial_volume_slices
+from .long_axis import (
+    LONG_AXIS_MIN_DEG,
+    LongAxisBounds,
+    cycle_fractions,
+    long_axis_bounds,
+    matching_frames,
+    not_a_long_axis_plane,
+    valve_plane_problem,
+)
 from .mapping import MapValues, RegionValues, erode_in_plane, map_values
 from .volumes import (
     MYOCARDIAL_DENSITY_G_PER_ML,

@@ -1,6 +1,10 @@
-"""The foundation encoder (ViT/8), the task heads, the ResNet50 baselines and LoRA."""
+"""The foundation encoder (ViT/8), the task heads, the ResNet50 baselines and LoRA.
 
-from .baseline import ResNet50Classifier, ResNet50UNet
+The ResNet50 baselines come from MONAI, a training-only dependency (the ``train`` extra):
+``ResNet50Classifier`` and ``ResNet50UNet`` are imported on first use, so importing this
+package, building or loading a ViT or hybrid model and inference never import MONAI.
+"""
+
 from .build import (
     BASELINE_ENCODER,
     TRAINABLE_MODES,
@@ -47,3 +51,14 @@ __all__ = [
     "set_trainable",
     "vit_config",
 ]
+
+
+_BASELINES = ("ResNet50Classifier", "ResNet50UNet")
+
+
+def __getattr__(name: str):
+    if name in _BASELINES:
+        from . import baseline  # imports monai
+
+        return getattr(baseline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,19 +3,28 @@
 ``build_model(task, encoder)`` gives a ``TaskModel``: the ViT/8 encoder with the head of
 the task's kind (UNETR decoder for segmentation, heatmap decoder for landmarks, linear
 classifier for classification), or with ``encoder="resnet50"`` the ResNet50 baseline of
-that kind. ``architecture_of`` describes a model as a JSON-able dict (stored in the
+that kind (MONAI, imported only then). ``architecture_of`` describes a model as a JSON-able dict (stored in the
 weights manifest) and ``build_from_architecture`` rebuilds the same module from it.
 """
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
 from ..tasks import CLASSIFICATION, LANDMARKS, SEGMENTATION, TaskSpec, get_task
-from .baseline import ResNet50Classifier, ResNet50UNet
 from .heads import DECODER_FEATURES, PATCH_SIZE, HeatmapHead, LinearClassifierHead, UNETRDecoder2D
-from .hybrid import HYBRID_CONFIGS, HybridConfig, HybridEncoder, UNetDecoder2D, UNetHeatmapHead, hybrid_config, is_hybrid_config
+from .hybrid import (
+    HYBRID_CONFIGS,
+    HybridConfig,
+    HybridEncoder,
+    UNetDecoder2D,
+    UNetHeatmapHead,
+    hybrid_config,
+    is_hybrid_config,
+)
 from .lora import ADAPTER_NAMES, add_lora, has_lora, lora_config
 from .vit import VIT_CONFIGS, ViTConfig, ViTEncoder, vit_config
 
@@ -129,6 +138,8 @@ def _assemble(task: TaskSpec, encoder_name: str, config: ViTConfig | HybridConfi
     if baseline:
         if lora:
             raise ValueError(f"{task.name}: the {encoder_name} baseline has no attention layers for LoRA")
+        from .baseline import ResNet50Classifier, ResNet50UNet  # monai (the train extra): imported on use
+
         network = ResNet50Classifier(task.n_outputs) if task.kind == CLASSIFICATION else ResNet50UNet(task.n_outputs)
         return TaskModel(task, None, network, encoder_name)
     if family == VIT and config.patch_size != PATCH_SIZE:
@@ -185,7 +196,8 @@ def _head_spec(head: nn.Module) -> dict:
         return {"type": type(head).__name__, "features": list(head.features)}
     if isinstance(head, LinearClassifierHead):
         return {"type": "LinearClassifierHead", "n_last_blocks": head.n_last_blocks}
-    if isinstance(head, (ResNet50Classifier, ResNet50UNet)):
+    baseline = sys.modules.get(f"{__package__}.baseline")  # no baseline head exists unless it was imported
+    if baseline is not None and isinstance(head, (baseline.ResNet50Classifier, baseline.ResNet50UNet)):
         return {"type": type(head).__name__}
     raise TypeError(f"unknown head type {type(head).__name__}")
 

@@ -16,8 +16,14 @@ edits (result tags, edit detection), sources (the stacks of an analysis), load
 
 from .edits import edited_frames
 from .export import export_training_labels, pseudonym
-from .files import (read_markups, read_scene_bundle, read_segmentation, save_markups, save_scene_bundle,
-                    save_segmentation)
+from .files import (
+    read_markups,
+    read_scene_bundle,
+    read_segmentation,
+    save_markups,
+    save_scene_bundle,
+    save_segmentation,
+)
 from .load import AnalysisFolderError, LoadedAnalysis, LoadedSeries, load_analysis, read_analysis
 from .mrml import TERMINOLOGY_FILE, close_scene, new_scene, prepare_scene
 from .sources import SeriesNotFound

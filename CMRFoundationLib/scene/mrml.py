@@ -77,7 +77,7 @@ def close_scene(scene) -> None:
     logics = _logics_of_scene.pop(_key(scene), None)
     if logics is None:
         return
-    for name, logic in logics.items():
+    for logic in logics.values():
         if hasattr(logic, "SetMRMLScene"):
             logic.SetMRMLScene(None)
     logics["cache"].cleanup()

@@ -15,6 +15,9 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${pip[@]}" "${CMRFM_TORCH:-torch==2.13.0}"
 fi
-# The test extra brings pytest and slicer-core (Slicer's MRML without the application), which
-# the scene layer (CMRFoundationLib.scene) and the batch script need outside Slicer.
-"${pip[@]}" -e ".[test]"
+# Editable, so the library (CMRFoundationLib) and the training package (Training/cmrtrain) are
+# imported from this checkout. The train extra brings MONAI (training only); the test extra
+# brings pytest, ruff, MONAI (the training code is tested) and slicer-core (Slicer's MRML
+# without the application), which the scene layer (CMRFoundationLib.scene) and the batch
+# script need outside Slicer.
+"${pip[@]}" -e ".[test,train]"

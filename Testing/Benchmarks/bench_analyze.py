@@ -37,7 +37,6 @@ from pathlib import Path
 START = time.perf_counter()  # before the heavy imports: the worker's process start is timed from here
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "Training"))
 
 from cmrtrain.provenance import code_version  # noqa: E402
 
@@ -117,7 +116,7 @@ def worker(study: str, device: str, threads: int | None) -> dict:
         phases[phase] = phases.get(phase, 0.0) + end - start
         intervals.append((phase, start, end))
     model_in_phase: dict[str, float] = {}
-    for task, a, b, _ in model_time:
+    for _task, a, b, _ in model_time:
         for phase, start, end in intervals:
             overlap = min(b, end) - max(a, start)
             if overlap > 0:

@@ -32,13 +32,9 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "Training"))
-
-from cmrtrain.losses import loss_for  # noqa: E402
-
-from CMRFoundationLib.models import build_model  # noqa: E402
-from CMRFoundationLib.tasks import get_task  # noqa: E402
+from CMRFoundationLib.models import build_model
+from CMRFoundationLib.tasks import get_task
+from cmrtrain.losses import loss_for
 
 RESULTS = Path(__file__).parent / "results"
 CPU_DECODER = (16, 32, 64, 96)  # configs/finetune_cpu_tiny.json

@@ -2,17 +2,12 @@
 
 from pathlib import Path
 
-import sys
-
 import pytest
 
 from CMRFoundationLib.synthetic.study import load_truth, make_sample_study
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-# The training code lives in Training/cmrtrain (not part of the installed library).
-sys.path.insert(0, str(REPO / "Training"))
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,13 @@ pytest computes a session fixture once per module that defines it, so the analys
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from CMRFoundationLib.analysis import AnalysisOptions, analyze_study, write_outputs
 
 
-@lru_cache(maxsize=None)
+@cache
 def analysed(study: Path, out: Path, roles: tuple[tuple[str, int], ...]):
     """(StudyAnalysis, output folder) of ``study`` analysed on CPU with the series named by role."""
     analysis = analyze_study(study / "DICOM", AnalysisOptions(device="cpu", series=dict(roles)))

@@ -21,11 +21,10 @@ import pytest
 
 pytest.importorskip("slicer")
 
-from conftest import REPO  # noqa: E402
-
 from CMRFoundationLib.analysis import AnalysisOptions  # noqa: E402
 from CMRFoundationLib.scene import read_markups, read_scene_bundle, read_segmentation  # noqa: E402
 from CMRFoundationLib.scene.batch import MARKER, PARTIAL_PREFIX, SUMMARY, run_batch  # noqa: E402
+from conftest import REPO  # noqa: E402
 
 SCRIPT = REPO / "Resources" / "Scripts" / "batch_analyze.py"
 

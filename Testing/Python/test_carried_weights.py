@@ -48,11 +48,11 @@ def test_carried_encoder_is_verified_and_starts_a_finetuning(name, method, size)
     """The pretrained encoders ship too, so researchers can finetune new tasks from them."""
     import json
 
-    from cmrtrain.finetune import load_encoder_weights
     from safetensors.torch import load_file
 
     from CMRFoundationLib.models import build_model
     from CMRFoundationLib.weights import sha256_of
+    from cmrtrain.finetune import load_encoder_weights
 
     manifest = json.loads((DEFAULT_WEIGHTS_DIR / f"{name}.json").read_text())
     path = DEFAULT_WEIGHTS_DIR / manifest["weights"]

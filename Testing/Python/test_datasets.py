@@ -7,17 +7,16 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from CMRFoundationLib.synthetic.study import load_label_map
 from CMRFoundationLib.tasks import DISEASES, LANDMARKS, SEGMENTATION, TASKS
-
 from cmrtrain.data import samples_for, summarize
 from cmrtrain.data.acdc import ACDC_TASKS, acdc_samples
 from cmrtrain.data.emidec import EMIDEC_TASKS, emidec_samples
-from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from cmrtrain.data.sample import base_to_apex
 from cmrtrain.data.splits import load_split, make_split, synthetic_split
 from cmrtrain.data.synthetic import build_synthetic_cache, synthetic_samples
+from conftest import SHARED_DATA
 
 ACDC = SHARED_DATA / "acdc"
 EMIDEC = SHARED_DATA / "emidec"

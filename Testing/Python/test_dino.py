@@ -9,13 +9,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import pretrain_dino
 from CMRFoundationLib.dicom import read_study, write_mr_series
 from CMRFoundationLib.models.vit import ViTEncoder, vit_config
 from CMRFoundationLib.stack import SeriesInfo, geometry_matrix
 from CMRFoundationLib.volume_io import write_volume
 from CMRFoundationLib.weights import sha256_of
-from conftest import REPO, SHARED_DATA
-
 from cmrtrain.dino import (
     DINOHead,
     DINOLoss,
@@ -27,8 +26,7 @@ from cmrtrain.dino import (
     update_teacher,
 )
 from cmrtrain.unlabeled import PretrainTransform, UnlabeledImages
-
-import pretrain_dino
+from conftest import REPO, SHARED_DATA
 
 # Columns 1.2 mm apart, rows 1.6 mm apart, slices 8 mm: (row_mm, col_mm) = (1.6, 1.2).
 GEOMETRY = geometry_matrix(np.zeros(3), [1, 0, 0], [0, 1, 0], np.array([1.2, 1.6, 8.0]))

@@ -1,13 +1,9 @@
 """Helpers of Training/evaluate_analysis.py (the whole-study evaluation against the truth)."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Training"))
-import evaluate_analysis as ea  # noqa: E402
+import evaluate_analysis as ea
 
 
 def test_bland_altman_bias_sd_limits_and_mae():

@@ -8,18 +8,17 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from cmrtrain.augment import AugmentConfig, random_rigid
-from cmrtrain.data.synthetic import synthetic_samples
-from cmrtrain.evaluation import evaluate, markdown_table
-from cmrtrain.finetune import FinetuneConfig, TaskDataset, few_shot_subset, finetune, train_step
-from cmrtrain.losses import loss_for
-
 from CMRFoundationLib.inference import TaskPredictor
 from CMRFoundationLib.models import build_model
 from CMRFoundationLib.models.vit import ViTEncoder, vit_config
 from CMRFoundationLib.preprocess import PreprocessConfig
 from CMRFoundationLib.tasks import get_task
 from CMRFoundationLib.weights import read_manifest, save_encoder_weights
+from cmrtrain.augment import AugmentConfig, random_rigid
+from cmrtrain.data.synthetic import synthetic_samples
+from cmrtrain.evaluation import evaluate, markdown_table
+from cmrtrain.finetune import FinetuneConfig, TaskDataset, few_shot_subset, finetune, train_step
+from cmrtrain.losses import loss_for
 
 SMALL = PreprocessConfig(spacing_mm=2.0, size=64)
 

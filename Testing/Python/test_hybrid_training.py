@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from cmrtrain.augment import AppearanceConfig, random_appearance, render_from_labels
-from cmrtrain.checkpoint import StopRequest, load_compact
-from cmrtrain.finetune import EpochOrder, FinetuneConfig, finetune
-
 from CMRFoundationLib.inference import TaskPredictor
 from CMRFoundationLib.models import architecture_of, build_from_architecture, build_model
 from CMRFoundationLib.models.hybrid import HybridEncoder, HybridOutput, UNetDecoder2D, hybrid_config
 from CMRFoundationLib.weights import load_task_state, read_manifest, save_encoder_weights
+from cmrtrain.augment import AppearanceConfig, random_appearance, render_from_labels
+from cmrtrain.checkpoint import StopRequest, load_compact
+from cmrtrain.finetune import EpochOrder, FinetuneConfig, finetune
 
 SIZE = 64
 

@@ -17,7 +17,8 @@ CARRIED_TASKS = available_tasks(DEFAULT_WEIGHTS_DIR)
 
 def test_requirements_met_here_and_missing_ones_say_why():
     assert missing_requirements() == []
-    assert REQUIREMENTS[0].module == "torch"  # installed before monai, which would pull its own torch
+    assert REQUIREMENTS[0].module == "torch"  # installed first, so nothing pulls PyPI's default torch build
+    assert "monai" not in {r.module for r in REQUIREMENTS}  # training only: Slicer never needs it
     absent = Requirement("no_such_module_cmrfm", "no-such-package", "1.0")
     too_old = Requirement("numpy", "numpy", "999.0")
     assert missing_requirements([absent, too_old]) == [(absent, "not installed"), (too_old, f"version {np.__version__} found")]

@@ -11,13 +11,12 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from scene_fixtures import analysed, truth_roles  # noqa: E402
-
-from cmrtrain.data.label_folders import label_folder_samples  # noqa: E402
 from CMRFoundationLib.label_folder import read_label_folder  # noqa: E402
 from CMRFoundationLib.scene import close_scene, export_training_labels, load_analysis, new_scene, pseudonym  # noqa: E402
 from CMRFoundationLib.scene.mrml import ijk_to_ras_of  # noqa: E402
 from CMRFoundationLib.scene.segmentations import labels_in_reference_geometry, oriented_labelmap  # noqa: E402
+from cmrtrain.data.label_folders import label_folder_samples  # noqa: E402
+from scene_fixtures import analysed, truth_roles  # noqa: E402
 
 
 @pytest.fixture(scope="module")

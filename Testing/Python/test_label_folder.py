@@ -8,7 +8,6 @@ import pytest
 from CMRFoundationLib.label_folder import LabelFolderError, LabelFolderWriter, read_label_folder
 from CMRFoundationLib.stack import ImageStack, SeriesInfo, geometry_matrix
 from CMRFoundationLib.tasks import TASKS
-
 from cmrtrain.data import samples_for
 from cmrtrain.data.label_folders import label_folder_samples
 

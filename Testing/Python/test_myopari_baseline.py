@@ -11,7 +11,6 @@ import pytest
 from cmrtrain.baselines import myopari
 from cmrtrain.baselines.myopari import MODEL_FILES, MyopariNotFoundError, MyopariSegmenter, find_myopari_models
 from cmrtrain.metrics import dice_per_class
-
 from conftest import SHARED_DATA
 
 

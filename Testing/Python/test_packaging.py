@@ -53,3 +53,41 @@ def test_scene_layer_imports_slicer_but_never_qt():
         "    importlib.import_module(m.name)\n"
     )
     assert imported_roots(code) == ["slicer"]
+
+
+def test_inference_never_imports_monai():
+    """MONAI is a training-only dependency (the ``train`` extra, for the ResNet50 baselines):
+    the library, ViT and hybrid models, the carried weights and inference work without it."""
+    code = (
+        "import sys\n"
+        "import numpy as np\n"
+        "import CMRFoundationLib, CMRFoundationLib.models, CMRFoundationLib.inference\n"
+        "import CMRFoundationLib.analysis, CMRFoundationLib.runner, CMRFoundationLib.cli\n"
+        "import CMRFoundationLib.installation\n"
+        "from CMRFoundationLib.inference import TaskPredictor\n"
+        "from CMRFoundationLib.models import VIT_CONFIGS, architecture_of, build_model\n"
+        "from CMRFoundationLib.models.hybrid import HYBRID_CONFIGS\n"
+        "from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR, available_tasks\n"
+        "architecture_of(build_model('seg_lge', next(iter(VIT_CONFIGS))))\n"
+        "architecture_of(build_model('seg_lge', next(iter(HYBRID_CONFIGS))))\n"
+        "for task in available_tasks(DEFAULT_WEIGHTS_DIR):\n"
+        "    TaskPredictor.load(task, DEFAULT_WEIGHTS_DIR, 'cpu').predict_images(np.zeros((1, 48, 40)), (1.5, 1.5))\n"
+        "assert 'monai' not in sys.modules, sorted(m for m in sys.modules if m.startswith('monai'))[:5]\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_no_script_edits_sys_path():
+    """cmrtrain is installed with the library (pyproject.toml) and pytest finds the training
+    scripts (pythonpath): nothing inserts folders into sys.path. Only the Slicer batch script
+    may, to find the library of a source checkout from Slicer's own Python."""
+    allowed = {"Resources/Scripts/batch_analyze.py"}
+    offenders = sorted(
+        p.relative_to(REPO).as_posix()
+        for folder in ("CMRFoundation", "CMRFoundationLib", "Training", "Testing", "Resources")
+        for p in (REPO / folder).rglob("*.py")
+        if re.search(r"sys\.path\.(insert|append)", p.read_text(encoding="utf-8"))
+        and p.relative_to(REPO).as_posix() not in allowed
+    )
+    assert offenders == []

@@ -119,7 +119,7 @@ def section(text: str, name: str) -> str:
 def png_images(text: str, tmp_path) -> list[tuple[str, np.ndarray, dict]]:
     """(caption, pixels [rows, cols, 3], img attributes) of every inline PNG, decoded by SimpleITK."""
     images = []
-    for i, (tag, attrs, _) in enumerate(e for e in elements(text) if e[0] == "img"):
+    for i, (_tag, attrs, _) in enumerate(e for e in elements(text) if e[0] == "img"):
         assert attrs["src"].startswith("data:image/png;base64,")
         data = base64.b64decode(attrs["src"].split(",", 1)[1], validate=True)
         assert data.startswith(PNG_SIGNATURE)

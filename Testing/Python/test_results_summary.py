@@ -1,19 +1,13 @@
 """The results page (Training/results_summary.py) reads what the evaluation scripts write."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-from cmrtrain.data.synthetic import synthetic_samples
-from cmrtrain.evaluation import evaluate, write_results
-
+import results_summary
 from CMRFoundationLib.inference import ImagePredictions, TaskPredictor
 from CMRFoundationLib.tasks import get_task
 from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Training"))
-import results_summary  # noqa: E402
+from cmrtrain.data.synthetic import synthetic_samples
+from cmrtrain.evaluation import evaluate, write_results
 
 
 class Oracle:

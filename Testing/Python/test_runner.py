@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from CMRFoundationLib.cli import main as cmrfm
+from CMRFoundationLib.dicom import index_study
 from CMRFoundationLib.runner import (
     CANCELLED,
     FAILED,
@@ -28,8 +30,6 @@ from CMRFoundationLib.runner import (
     new_output_folder,
     parse_series_choices,
 )
-from CMRFoundationLib.cli import main as cmrfm
-from CMRFoundationLib.dicom import index_study
 from CMRFoundationLib.synthetic.study import make_sample_study
 
 RUN_TIMEOUT_S = 300  # a run takes about 10 s on 2 CPU cores; generous for a loaded machine

@@ -14,13 +14,21 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from scene_fixtures import analysed, truth_roles  # noqa: E402
-
 from CMRFoundationLib.analysis.report import COLOUR_STOPS, NO_DATA  # noqa: E402
-from CMRFoundationLib.scene import (AnalysisFolderError, close_scene, edited_frames, load_analysis, new_scene,  # noqa: E402
-                                    read_markups, read_scene_bundle, read_segmentation, save_markups,
-                                    save_scene_bundle, save_segmentation)
-from CMRFoundationLib.scene import edits  # noqa: E402
+from CMRFoundationLib.scene import (  # noqa: E402
+    AnalysisFolderError,
+    close_scene,
+    edited_frames,
+    edits,
+    load_analysis,
+    new_scene,
+    read_markups,
+    read_scene_bundle,
+    read_segmentation,
+    save_markups,
+    save_scene_bundle,
+    save_segmentation,
+)
 from CMRFoundationLib.scene.bullseye import segment_image  # noqa: E402
 from CMRFoundationLib.scene.mrml import TERMINOLOGY_FILE, array_of, ijk_to_ras_of, terminologies_logic  # noqa: E402
 from CMRFoundationLib.scene.segmentations import labels_in_reference_geometry, oriented_labelmap  # noqa: E402
@@ -28,6 +36,7 @@ from CMRFoundationLib.scene.tables import table_rows  # noqa: E402
 from CMRFoundationLib.stack import LPS_TO_RAS  # noqa: E402
 from CMRFoundationLib.terminology import slicer_terminology_context, slicer_terminology_entry, structure  # noqa: E402
 from CMRFoundationLib.volume_io import read_volume  # noqa: E402
+from scene_fixtures import analysed, truth_roles  # noqa: E402
 
 
 @pytest.fixture(scope="module")

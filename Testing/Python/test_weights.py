@@ -4,7 +4,6 @@ import json
 import pickle
 
 import numpy as np
-
 import pytest
 import torch
 from safetensors import safe_open

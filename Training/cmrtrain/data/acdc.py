@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TaskSpec
 
-from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from .sample import Sample, as_task, load_image_label_npz, remap_labels, repeat3, require_task, select_cases
 
 ACDC_TASKS = ("seg_sax_cine", "rv_insertion", "image_type", "cine_view", "disease")

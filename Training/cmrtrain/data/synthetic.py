@@ -41,12 +41,12 @@ from pathlib import Path
 import numpy as np
 
 from CMRFoundationLib.dicom import index_study, load_stack
+from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from CMRFoundationLib.stack import ImageStack
 from CMRFoundationLib.synthetic.phantom import PATHOLOGIES
 from CMRFoundationLib.synthetic.study import load_label_map, load_truth, make_sample_study
 from CMRFoundationLib.tasks import CINE_VIEWS, DISEASES, IMAGE_TYPES, TASKS, TaskSpec
 
-from CMRFoundationLib.measurements.insertion_points import rv_insertion_points
 from .sample import Sample, as_task, base_to_apex, lge_levels, remap_labels, repeat3, require_task
 
 log = logging.getLogger(__name__)
