@@ -38,6 +38,7 @@ from ..measurements.aha import AHA_SEGMENT_NAMES
 from ..stack import ImageStack
 from ..terminology import PRIVATE_SCHEME, coded_concepts, declare_private_scheme, structure, structure_for_codes
 
+
 def known_measurements() -> dict[str, tuple[Code, str, str | None]]:
     """name -> (concept, UCUM unit, default finding site) of every measurement an analysis
     part declares with an SR concept: the one registry, analysis/parts/."""

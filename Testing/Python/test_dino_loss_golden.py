@@ -9,6 +9,7 @@ pairs. The centre then moves to m * centre + (1 - m) * mean of the teacher outpu
 import numpy as np
 import pytest
 import torch
+
 from cmrtrain.dino import DINOLoss
 
 OUT_DIM, BATCH, N_CROPS, N_GLOBAL = 5, 2, 4, 2

@@ -1,4 +1,4 @@
-"""The analysis glue (analysis/geometry.py, parts.py, select.py, classify.py) on real objects.
+"""The analysis glue (analysis/geometry.py, parts/, select.py, classify.py) on real objects.
 
 Each test builds real ImageStacks with hand-made geometry (or reads a synthetic study) and
 checks what the glue does against values worked out here from that geometry, not copied
@@ -30,13 +30,9 @@ from CMRFoundationLib.analysis.geometry import (
     carried_insertion_points,
     one_frame,
 )
-from CMRFoundationLib.analysis.parts import (
-    Context,
-    FourChamberState,
-    SaxState,
-    lge_partial_volume_slices,
-    segments_on,
-)
+from CMRFoundationLib.analysis.parts.context import Context, FourChamberState, SaxState
+from CMRFoundationLib.analysis.parts.helpers import segments_on
+from CMRFoundationLib.analysis.parts.lge_extent import lge_partial_volume_slices
 from CMRFoundationLib.analysis.predictors import Predictors
 from CMRFoundationLib.analysis.results import PartResult, SeriesRecord
 from CMRFoundationLib.analysis.select import select_series

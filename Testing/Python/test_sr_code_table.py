@@ -13,7 +13,6 @@ import pytest
 from CMRFoundationLib.dicom import sr
 from CMRFoundationLib.dicom.sr import (
     AHA_SEGMENT_CODES,
-    KNOWN_MEASUREMENTS,
     UNIT_MEANINGS,
     Measurement,
 )
@@ -46,8 +45,6 @@ EXPECTED_MEASUREMENTS = {
     "rv_sv_index": ("RVSVI", P, "RV stroke volume index", "ml/m2", "rv_blood_pool"),
     "lge_extent": ("LGE-EXTENT", P, "Enhanced myocardium, percent of LV myocardium", "%", "enhanced_myocardium"),
     "lge_volume": ("LGE-VOLUME", P, "Enhanced myocardial volume", "ml", "enhanced_myocardium"),
-    "mvo_volume": ("MVO-VOLUME", P, "Microvascular obstruction volume", "ml", "microvascular_obstruction"),
-    "ecv": ("ECV", P, "Extracellular volume fraction", "%", "lv_myocardium"),
 }
 
 EXPECTED_UNIT_MEANINGS = {
@@ -88,9 +85,9 @@ def test_the_private_scheme_designator():
 
 
 def test_every_measurement_name_has_its_pinned_code_and_unit():
-    assert set(KNOWN_MEASUREMENTS) == set(EXPECTED_MEASUREMENTS)
+    assert set(sr.known_measurements()) == set(EXPECTED_MEASUREMENTS)
     for name, (value, scheme, meaning, unit, site) in EXPECTED_MEASUREMENTS.items():
-        concept, actual_unit, actual_site = KNOWN_MEASUREMENTS[name]
+        concept, actual_unit, actual_site = sr.known_measurements()[name]
         assert (concept.value, concept.scheme_designator, concept.meaning) == (value, scheme, meaning), name
         assert (actual_unit, actual_site) == (unit, site), name
 
