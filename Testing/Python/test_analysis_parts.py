@@ -80,3 +80,12 @@ def test_lge_slices_past_the_mitral_plane_or_without_blood_pool_are_left_out():
     # The other way round (base at the low depths): slice 0 is then basal.
     flipped = partial_volume_slices(has_myo, np.ones(4, bool), depths, half_slab, mitral_mm=2.0, apex_mm=40.0)
     assert set(flipped) == {0}
+
+
+def test_the_report_shows_a_new_part_with_its_declared_label_and_decimals():
+    from CMRFoundationLib.analysis.report.page import _measurement_list
+
+    part = _part(VOLUME_RATIO)
+    part.measure("rv_lv_edv_ratio", 1.2468)
+    html = _measurement_list(None, part)
+    assert "RV/LV end-diastolic volume ratio" in html and "1.25" in html and "1.247" not in html

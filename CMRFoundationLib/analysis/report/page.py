@@ -349,9 +349,17 @@ def _single_frame_images(analysis: StudyAnalysis, part: PartResult, what: str, b
 
 
 def _measurement_list(analysis: StudyAnalysis, part: PartResult) -> str:
-    """A part without a layout of its own: its measurements as a list."""
-    items = "".join(f"<li>{_e(m.name)} {_e(m.segment_label)}: {_number(m.value, m.unit)} {_e(_unit(m.unit))}</li>"
-                    for m in part.measurements)
+    """A part without a layout of its own: its measurements as a list, with the label and
+    decimals its PartSpec declares."""
+    from ..parts import MEASUREMENTS  # the registry imports the report's neighbours, not the report
+
+    def item(m) -> str:
+        spec = MEASUREMENTS.get(m.name)
+        label, digits = (spec.label, spec.decimals) if spec is not None else (m.name, None)
+        unit = "" if m.unit.startswith("{") else _unit(m.unit)  # UCUM annotations such as {ratio} have no unit
+        return f"<li>{_e(label)} {_e(m.segment_label)}: {_number(m.value, m.unit, digits)} {_e(unit)}</li>"
+
+    items = "".join(item(m) for m in part.measurements)
     return f"<ul>{items}</ul>" if items else "<p>No measurements.</p>"
 
 
