@@ -2,11 +2,11 @@
 
     OUT/analysis.json                          the versioned JSON (results.py), plus "complete" and
                                                "outputs" (the files written, and those not written and why)
-    OUT/measurements.csv                       section, name, value, unit, series, segment
+    OUT/measurements.csv                       section, name, value, unit, series, segment, check
     OUT/labels/S006_seg_sax_cine.nii.gz        label maps on the series' own grid (4D for a cine)
     OUT/labels/S006_aha_segments_ed.nii.gz     AHA segment numbers 1..16 (at ED for the cine)
     OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series
-    OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements
+    OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements (implausible values left out)
     OUT/report.html                            the report for a reader, one self-contained page (report/)
 
 DICOM SEG of a cine holds its end-diastolic and end-systolic frames only (one SEG
@@ -46,7 +46,7 @@ CSV_FILE = "measurements.csv"
 LABELS_DIR = "labels"
 DICOM_DIR = "dicom"
 SR_FILE = "SR_measurements.dcm"
-CSV_COLUMNS = ("section", "name", "value", "unit", "series", "segment")
+CSV_COLUMNS = ("section", "name", "value", "unit", "series", "segment", "check")
 
 
 class OutputFolderError(Exception):
@@ -158,7 +158,8 @@ def _write_csv(rows, path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in rows:
-            writer.writerow([row.section, row.name, f"{row.value:.6g}", row.unit, row.series, row.segment_label])
+            writer.writerow([row.section, row.name, f"{row.value:.6g}", row.unit, row.series, row.segment_label,
+                             row.check or ""])
 
 
 def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Path | None:
@@ -170,6 +171,11 @@ def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Pa
         return spec is not None and spec.concept is not None and spec.unit == m.unit and math.isfinite(m.value)
 
     rows = [m for m in analysis.measurements if coded(m)]
+    implausible = [m for m in rows if m.check]
+    if implausible:  # an SR is read by machines that cannot see a warning: leave such values out
+        names = ", ".join(sorted({m.name for m in implausible}))
+        not_written.append(f"DICOM SR: {len(implausible)} implausible value(s) left out ({names}; see the flags)")
+        rows = [m for m in rows if not m.check]
     series = sorted({m.series for m in rows})
     stacks = [analysis.stack(key) for key in series]
     if not rows:

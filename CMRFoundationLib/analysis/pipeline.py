@@ -116,6 +116,24 @@ def _run_part(spec, part: PartResult, analysis: StudyAnalysis, context: Context)
         severity = "error" if part.status == r.FAILED else "warning"
         analysis.flags.append(Flag(severity, r.PART_NOT_DONE, f"{part.title} {part.status}: {part.reason}",
                                    part.series, part.name))
+        return
+    _check_plausibility(spec, part, analysis)
+
+
+def _check_plausibility(spec, part: PartResult, analysis: StudyAnalysis) -> None:
+    """Mark every value outside its declared plausible range (``measurements.plausibility``)
+    and flag it: a number no heart can have is shown as such, never as an ordinary result."""
+    declared = {m.name: m for m in spec.measurements}
+    field_strength = analysis.stack(part.series).info.field_strength
+    for row in part.measurements:
+        measurement = declared[row.name]
+        if measurement.plausible is None:
+            continue
+        problem = measurement.plausible.problem(row.value, row.unit, measurement.label, field_strength)
+        if problem is not None:
+            row.check = problem if row.check is None else f"{row.check}; {problem}"
+            where = f" ({row.segment_label})" if row.segment is not None else ""
+            analysis.flags.append(Flag("warning", r.IMPLAUSIBLE_VALUE, problem + where, part.series, part.name))
 
 
 def _only_mr(stacks: list[ImageStack], problems: list[Problem]) -> list[ImageStack]:

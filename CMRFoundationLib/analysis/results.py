@@ -16,7 +16,8 @@ JSON layout (``StudyAnalysis.to_dict``), format "cmrfm-analysis", format_version
     series                                      every stack read: geometry, classification
     selection                                   role -> chosen series, reason, alternatives
     parts                                       part -> status (ok/skipped/failed), reason, results
-    measurements                                one row per number: section, name, value, unit, series, segment
+    measurements                                one row per number: section, name, value, unit, series, segment,
+                                                method, check (why the value is not to be trusted, or null)
     flags                                       what a reader should check: severity, code, message
     complete, outputs                           added by write_outputs: true once every file is written; the files
 """
@@ -52,6 +53,8 @@ SLICE_WITHOUT_LV = "slice_without_lv"
 PART_NOT_DONE = "part_not_done"
 MODEL_UNAVAILABLE = "model_unavailable"
 RESULT_WARNING = "result_warning"
+IMPLAUSIBLE_VALUE = "implausible_value"
+SEGMENTATION_QUALITY = "segmentation_quality"
 
 
 @dataclass
@@ -79,6 +82,7 @@ class MeasurementRow:
     series: str  # series key, e.g. "S006"
     segment: int | None = None  # AHA segment number
     method: str | None = None
+    check: str | None = None  # why the value cannot be trusted (e.g. outside its plausible range); None: it passed
 
     @property
     def segment_label(self) -> str:
@@ -87,7 +91,7 @@ class MeasurementRow:
     def to_dict(self) -> dict:
         return {"section": self.section, "name": self.name, "value": self.value, "unit": self.unit,
                 "series": self.series, "segment": self.segment, "segment_label": self.segment_label or None,
-                "method": self.method}
+                "method": self.method, "check": self.check}
 
 
 @dataclass

@@ -5,7 +5,8 @@
     OUT/<study>/slicer/<series>_<map>[_frameNN].seg.nrrd   segmentations (a cine: its DICOM SEG frames, ED and ES)
     OUT/<study>/slicer/<series>_<part>.mrk.json  landmarks
     OUT/<study>/batch-complete.json              written last: the study is done
-    OUT/summary.csv                              one row per study: status, key measurements, error
+    OUT/summary.csv                              one row per study: status, key measurements (implausible ones
+                                                 apart, in "implausible"), error
 
 Every subfolder of the studies folder is a study. A study is written into
 ``OUT/.partial-<study>`` and renamed to ``OUT/<study>`` once complete, so an interrupted
@@ -22,7 +23,7 @@ import logging
 import os
 import shutil
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -41,7 +42,8 @@ SUMMARY = "summary.csv"
 PARTIAL_PREFIX = ".partial-"
 # The measurement columns of summary.csv, as the parts declare them (MeasurementSpec.summary_column).
 KEY_MEASUREMENTS = tuple(sorted((n for n, s in MEASUREMENTS.items() if s.summary_column), key=lambda n: MEASUREMENTS[n].summary_column))
-SUMMARY_COLUMNS = ("study", "status", "analysed_in_this_run", *KEY_MEASUREMENTS, "error")
+# "implausible": key values outside their plausible range, left out of their columns (name=value).
+SUMMARY_COLUMNS = ("study", "status", "analysed_in_this_run", *KEY_MEASUREMENTS, "implausible", "error")
 
 
 @dataclass
@@ -51,6 +53,7 @@ class StudyOutcome:
     analysed_now: bool
     measurements: dict[str, float]
     error: str = ""
+    implausible: dict[str, float] = field(default_factory=dict)
 
 
 def run_batch(studies_dir: str | os.PathLike, out_dir: str | os.PathLike, options: AnalysisOptions | None = None,
@@ -71,7 +74,7 @@ def run_batch(studies_dir: str | os.PathLike, out_dir: str | os.PathLike, option
         final = out / study.name
         if (final / MARKER).is_file():
             progress(f"[{number}/{len(studies)}] {study.name}: done before, skipped")
-            outcomes.append(StudyOutcome(study.name, "done", False, _key_measurements(final)))
+            outcomes.append(StudyOutcome(study.name, "done", False, *_key_measurements(final)))
         else:
             progress(f"[{number}/{len(studies)}] {study.name}: analysing")
             outcomes.append(_run_study(study, final, options or AnalysisOptions(), scene_factory or new_scene))
@@ -96,7 +99,7 @@ def _run_study(study: Path, final: Path, options: AnalysisOptions, scene_factory
         if final.exists():
             shutil.rmtree(final)  # an earlier run's incomplete result (no marker)
         os.replace(partial, final)
-        return StudyOutcome(study.name, "done", True, _key_measurements(final))
+        return StudyOutcome(study.name, "done", True, *_key_measurements(final))
     except Exception as error:  # one study must never stop the batch; its reason goes into the summary
         log.debug("study %s failed:\n%s", study, traceback.format_exc())
         shutil.rmtree(partial, ignore_errors=True)
@@ -128,14 +131,16 @@ def _seg_frames(folder: Path, key: str, map_name: str) -> list[int]:
     return []
 
 
-def _key_measurements(folder: Path) -> dict[str, float]:
-    """The study-level (not per-segment) values of KEY_MEASUREMENTS from analysis.json."""
+def _key_measurements(folder: Path) -> tuple[dict[str, float], str, dict[str, float]]:
+    """The study-level (not per-segment) values of KEY_MEASUREMENTS from analysis.json:
+    (plausible values, no error, implausible values). A cohort's averages must not take in
+    a number the analysis itself flagged, so those are kept apart."""
     document = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
-    values = {}
+    values, implausible = {}, {}
     for m in document["measurements"]:
-        if m["name"] in KEY_MEASUREMENTS and m.get("segment") is None:
-            values.setdefault(m["name"], m["value"])
-    return values
+        if m["name"] in KEY_MEASUREMENTS and m.get("segment") is None and m["name"] not in {*values, *implausible}:
+            (implausible if m.get("check") else values)[m["name"]] = m["value"]
+    return values, "", implausible
 
 
 def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:
@@ -145,5 +150,6 @@ def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:
         writer.writerow(SUMMARY_COLUMNS)
         for o in outcomes:
             values = [f"{o.measurements[name]:.6g}" if name in o.measurements else "" for name in KEY_MEASUREMENTS]
-            writer.writerow([o.study, o.status, "yes" if o.analysed_now else "no", *values, o.error])
+            implausible = "; ".join(f"{name}={value:.6g}" for name, value in o.implausible.items())
+            writer.writerow([o.study, o.status, "yes" if o.analysed_now else "no", *values, implausible, o.error])
     os.replace(temp, path)

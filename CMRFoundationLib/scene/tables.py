@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import vtk
 
-COLUMNS = ("section", "name", "value", "unit", "series", "segment")
+COLUMNS = ("section", "name", "value", "unit", "series", "segment", "check")  # check: why a value is not to be trusted
 
 
 def add_measurements_table(scene, measurements: list[dict], name: str):
@@ -17,7 +17,7 @@ def add_measurements_table(scene, measurements: list[dict], name: str):
         table.AddColumn(array)
     table.SetNumberOfRows(len(measurements))
     for row, measurement in enumerate(measurements):
-        cells = {**measurement, "segment": measurement.get("segment_label") or ""}
+        cells = {**measurement, "segment": measurement.get("segment_label") or "", "check": measurement.get("check") or ""}
         for column_index, column in enumerate(COLUMNS):
             value = cells[column]
             table.SetValue(row, column_index, vtk.vtkVariant(float(value) if column == "value" else str(value or "")))

@@ -30,7 +30,13 @@ from CMRFoundationLib.analysis import (
 )
 from CMRFoundationLib.analysis.classify import guess_from_header
 from CMRFoundationLib.analysis.geometry import slice_gap_findings
-from CMRFoundationLib.analysis.results import HEADER_DISAGREES, SLICE_GAPS, UNUSABLE_FILE
+from CMRFoundationLib.analysis.results import (
+    HEADER_DISAGREES,
+    IMPLAUSIBLE_VALUE,
+    SEGMENTATION_QUALITY,
+    SLICE_GAPS,
+    UNUSABLE_FILE,
+)
 from CMRFoundationLib.analysis.select import select_series
 from CMRFoundationLib.cli import main as cmrfm
 from CMRFoundationLib.dicom import read_dicom_seg, read_measurement_sr
@@ -91,6 +97,13 @@ def test_header_guess_matches_the_protocol(analysis, sample_truth):
         assert guess.image_type == expected["image_type"], (record.key, guess)
         if expected["image_type"] == "cine":
             assert guess.view == expected["view"], (record.key, guess)
+
+
+def test_the_sample_study_has_no_implausible_value(analysis):
+    """The README's example gains no warning from the plausibility and structure checks (test_plausibility.py)."""
+    assert [m.check for m in analysis.measurements if m.check] == []
+    assert not [f for f in analysis.flags if f.code in (IMPLAUSIBLE_VALUE, SEGMENTATION_QUALITY)]
+    assert analysis.parts["function"].results["structure_problems_at_ed"] == []
 
 
 def test_pixels_decide_and_disagreements_are_flagged(analysis, sample_truth):
@@ -237,7 +250,7 @@ def test_json_and_csv_read_back(analysis, written):
     assert document["parts"]["function"]["results"]["lv_volume_curve_ml"]
     with open(paths["measurements_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment"]
+    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment", "check"]
     assert len(rows) == len(analysis.measurements) == len(document["measurements"])
     ef = next(r for r in rows if r["name"] == "lv_ef")
     assert float(ef["value"]) == pytest.approx(analysis.value("lv_ef"), rel=1e-5)

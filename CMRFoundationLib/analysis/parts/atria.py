@@ -7,6 +7,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from ...measurements import atria_over_cine
+from ...measurements import plausibility as plausible
 from ...measurements.volumes import pixel_area_mm2
 from ...stack import ImageStack
 from ..results import LabelMap, PartResult
@@ -45,13 +46,14 @@ PART = PartSpec(
     run=run,
     progress_weight=0.5,
     measurements=(
-        MeasurementSpec("la_area", "cm2", "LA maximal area", 1),
-        MeasurementSpec("la_length", "mm", "LA length at maximal area", 1),
+        MeasurementSpec("la_area", "cm2", "LA maximal area", 1, plausible=plausible.ATRIAL_AREA),
+        MeasurementSpec("la_length", "mm", "LA length at maximal area", 1, plausible=plausible.ATRIAL_LENGTH),
         # The largest LA volume, reached at ventricular end-systole.
         MeasurementSpec("la_volume", "ml", "LA maximal volume (area-length)", 1,
-                        Code("122408", "DCM", "Left Atrial ES Volume"), "la_blood_pool", summary_column=8),
-        MeasurementSpec("ra_area", "cm2", "RA maximal area", 1),
-        MeasurementSpec("ra_length", "mm", "RA length at maximal area", 1),
-        MeasurementSpec("ra_volume", "ml", "RA maximal volume (area-length)", 1),
+                        Code("122408", "DCM", "Left Atrial ES Volume"), "la_blood_pool", summary_column=8,
+                        plausible=plausible.ATRIAL_VOLUME),
+        MeasurementSpec("ra_area", "cm2", "RA maximal area", 1, plausible=plausible.ATRIAL_AREA),
+        MeasurementSpec("ra_length", "mm", "RA length at maximal area", 1, plausible=plausible.ATRIAL_LENGTH),
+        MeasurementSpec("ra_volume", "ml", "RA maximal volume (area-length)", 1, plausible=plausible.ATRIAL_VOLUME),
     ),
 )

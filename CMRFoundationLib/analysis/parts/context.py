@@ -15,6 +15,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from ...measurements import LongAxisBounds, long_axis_bounds
+from ...measurements.plausibility import PlausibleRange
 from ...stack import ImageStack
 from ..geometry import SaxReference
 from ..results import OK, PartResult
@@ -33,7 +34,8 @@ class MeasurementSpec:
     the CSV and analysis.json (``name``, ``unit``), the report and the scene table
     (``label``, ``decimals``), the DICOM SR (``concept``, ``site``: a structure of
     terminology.py; no concept: not written to the SR) and the batch summary
-    (``summary_column``: its place among the summary's measurement columns, from 1)."""
+    (``summary_column``: its place among the summary's measurement columns, from 1); a value
+    outside ``plausible`` (``measurements.plausibility``) is flagged and kept out of the SR."""
 
     name: str
     unit: str
@@ -42,6 +44,7 @@ class MeasurementSpec:
     concept: Code | None = None
     site: str | None = None
     summary_column: int | None = None
+    plausible: PlausibleRange | None = None
 
 
 @dataclass(frozen=True)

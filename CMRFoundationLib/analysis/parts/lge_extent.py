@@ -8,6 +8,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from ...measurements import lge_extent, not_a_long_axis_plane, partial_volume_slices
+from ...measurements import plausibility as plausible
 from ...measurements.volumes import slice_depths_mm, slice_thicknesses
 from ...stack import ImageStack
 from ...terminology import PRIVATE_SCHEME as _P
@@ -81,8 +82,9 @@ PART = PartSpec(
     measurements=(
         MeasurementSpec("lge_extent", "%", "Enhanced myocardium (% of LV myocardium)", 1,
                         Code("LGE-EXTENT", _P, "Enhanced myocardium, percent of LV myocardium"), "enhanced_myocardium",
-                        summary_column=9),
+                        summary_column=9, plausible=plausible.PERCENT_OF_MYOCARDIUM),
         MeasurementSpec("lge_volume", "ml", "Enhanced myocardial volume", 1,
-                        Code("LGE-VOLUME", _P, "Enhanced myocardial volume"), "enhanced_myocardium"),
+                        Code("LGE-VOLUME", _P, "Enhanced myocardial volume"), "enhanced_myocardium",
+                        plausible=plausible.ENHANCED_VOLUME),
     ),
 )

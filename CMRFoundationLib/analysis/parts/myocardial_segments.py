@@ -8,6 +8,7 @@ import numpy as np
 from pydicom.sr.coding import Code
 
 from ...measurements import aha_segments, segmental_wall_thickness
+from ...measurements import plausibility as plausible
 from ...measurements.insertion_points import joined_insertion_points, stack_insertion_points
 from ...stack import ImageStack
 from ...tasks import MIN_LANDMARK_CONFIDENCE
@@ -60,6 +61,7 @@ PART = PartSpec(
     progress_weight=0.7,
     measurements=(
         MeasurementSpec("wall_thickness", "mm", "End-diastolic wall thickness", 1,
-                        Code("122445", "DCM", "Wall Thickness"), "lv_myocardium"),
+                        Code("122445", "DCM", "Wall Thickness"), "lv_myocardium",
+                        plausible=plausible.WALL_THICKNESS),
     ),
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydicom.sr.coding import Code
 
 from ...measurements import map_values
+from ...measurements import plausibility as plausible
 from ...stack import ImageStack
 from ..results import LabelMap, PartResult
 from .context import Context, MeasurementSpec, PartSpec, indices
@@ -38,7 +39,9 @@ def map_part(quantity: str):
 
 PARTS = (
     PartSpec("t1_map", "T1 map", "t1_map", map_part("t1"), progress_weight=0.3, measurements=(
-        MeasurementSpec("t1", "ms", "Native T1", 0, Code("113063", "DCM", "T1"), "lv_myocardium", summary_column=10),)),
+        MeasurementSpec("t1", "ms", "Native T1", 0, Code("113063", "DCM", "T1"), "lv_myocardium", summary_column=10,
+                        plausible=plausible.NATIVE_T1),)),
     PartSpec("t2_map", "T2 map", "t2_map", map_part("t2"), progress_weight=0.3, measurements=(
-        MeasurementSpec("t2", "ms", "T2", 0, Code("113065", "DCM", "T2"), "lv_myocardium", summary_column=11),)),
+        MeasurementSpec("t2", "ms", "T2", 0, Code("113065", "DCM", "T2"), "lv_myocardium", summary_column=11,
+                        plausible=plausible.T2),)),
 )

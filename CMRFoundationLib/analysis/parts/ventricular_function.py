@@ -16,18 +16,23 @@ from ...measurements import (
     valve_plane_problem,
     ventricular_function,
 )
+from ...measurements import plausibility as plausible
+from ...measurements.quality import short_axis_problems
 from ...measurements.volumes import slice_depths_mm
 from ...stack import ImageStack
 from ...terminology import PRIVATE_SCHEME as _P
+from .. import results as r
 from ..geometry import SaxReference, base_direction, plane_angle_deg
 from ..results import LabelMap, PartResult
-from .context import Context, FourChamberState, MeasurementSpec, PartSpec, SaxState, indices
+from .context import Context, FourChamberState, MeasurementSpec, PartSkipped, PartSpec, SaxState, indices
 from .helpers import body_size, flag_slices_without_lv
 
 _STROKE_VOLUME = Code("90096001", "SCT", "Stroke Volume")
 
 
 def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
+    if stack.n_slices < 2:
+        raise PartSkipped("a single short-axis slice gives no volumes: the function needs a stack through the ventricles")
     prediction = ctx.predict("seg_sax_cine", stack)
     lv, myo, rv = indices(prediction.task.labels, "lv_blood_pool", "lv_myocardium", "rv_blood_pool")
     labels = prediction.labels
@@ -54,6 +59,11 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     except ValueError as error:
         part.notes.append(f"base and apex not told apart: {error}")
     part.results["basal_end"] = basal_end
+    problems = short_axis_problems(labels[:, function.ed_frame], float(np.mean(stack.spacing[:2])), lv_blood=lv,
+                                   lv_myocardium=myo, rv_blood=rv, basal_end=basal_end)
+    part.results["structure_problems_at_ed"] = problems
+    for problem in problems:
+        ctx.flag("warning", r.SEGMENTATION_QUALITY, f"short-axis segmentation at ED: {problem}", part.series, part.name)
     ctx.shared.sax = SaxState(stack, labels, prediction.task.labels, function.ed_frame, function.es_frame, basal_end, reference)
 
     for side, volumes in (("lv", function.lv), ("rv", function.rv)):
@@ -65,6 +75,9 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
             part.measure(f"{side}_{name}", getattr(volumes, attribute))
     part.measure("lv_mass", function.lv_mass_g)
     part.measure("lv_mass_index", function.lv_mass_index_g_m2)
+    if problems:  # the volumes of an impossible segmentation are not numbers to report as such
+        for row in part.measurements:
+            row.check = "the segmentation failed a structural check: " + "; ".join(problems)
     part.measure("bsa", function.bsa_m2)
     seg_frames = sorted({function.ed_frame, function.es_frame} - {None})
     part.label_maps.append(LabelMap(prediction.task.name, labels, prediction.task.labels, seg_frames=seg_frames))
@@ -102,17 +115,24 @@ def valve_planes(four: FourChamberState | None, sax: ImageStack) -> tuple[LongAx
 def _volumes(side: str, structure: str, codes: dict[str, Code], columns: tuple[int, int, int]) -> tuple[MeasurementSpec, ...]:
     upper, (edv_column, esv_column, ef_column) = side.upper(), columns
     return (
-        MeasurementSpec(f"{side}_edv", "ml", f"{upper} end-diastolic volume", 1, codes["edv"], structure, summary_column=edv_column),
-        MeasurementSpec(f"{side}_esv", "ml", f"{upper} end-systolic volume", 1, codes["esv"], structure, summary_column=esv_column),
-        MeasurementSpec(f"{side}_sv", "ml", f"{upper} stroke volume", 1, _STROKE_VOLUME, structure),
-        MeasurementSpec(f"{side}_ef", "%", f"{upper} ejection fraction", 1, codes["ef"], structure, summary_column=ef_column),
+        MeasurementSpec(f"{side}_edv", "ml", f"{upper} end-diastolic volume", 1, codes["edv"], structure,
+                        summary_column=edv_column, plausible=plausible.END_DIASTOLIC_VOLUME),
+        MeasurementSpec(f"{side}_esv", "ml", f"{upper} end-systolic volume", 1, codes["esv"], structure,
+                        summary_column=esv_column, plausible=plausible.END_SYSTOLIC_VOLUME),
+        MeasurementSpec(f"{side}_sv", "ml", f"{upper} stroke volume", 1, _STROKE_VOLUME, structure,
+                        plausible=plausible.STROKE_VOLUME),
+        MeasurementSpec(f"{side}_ef", "%", f"{upper} ejection fraction", 1, codes["ef"], structure,
+                        summary_column=ef_column, plausible=plausible.EJECTION_FRACTION),
         # No standard codes for the indexed volumes:
         MeasurementSpec(f"{side}_edv_index", "ml/m2", f"{upper} EDV indexed to BSA", 1,
-                        Code(f"{upper}EDVI", _P, f"{upper} end-diastolic volume index"), structure),
+                        Code(f"{upper}EDVI", _P, f"{upper} end-diastolic volume index"), structure,
+                        plausible=plausible.EDV_INDEX),
         MeasurementSpec(f"{side}_esv_index", "ml/m2", f"{upper} ESV indexed to BSA", 1,
-                        Code(f"{upper}ESVI", _P, f"{upper} end-systolic volume index"), structure),
+                        Code(f"{upper}ESVI", _P, f"{upper} end-systolic volume index"), structure,
+                        plausible=plausible.ESV_INDEX),
         MeasurementSpec(f"{side}_sv_index", "ml/m2", f"{upper} SV indexed to BSA", 1,
-                        Code(f"{upper}SVI", _P, f"{upper} stroke volume index"), structure),
+                        Code(f"{upper}SVI", _P, f"{upper} stroke volume index"), structure,
+                        plausible=plausible.SV_INDEX),
     )
 
 
@@ -130,9 +150,10 @@ PART = PartSpec(
                                           "esv": Code("8824-5", "LN", "Right Ventricular ES Volume"),
                                           "ef": Code("8818-7", "LN", "Right ventricular ejection fraction by MR")}, (5, 6, 7)),
         MeasurementSpec("lv_mass", "g", "LV myocardial mass", 1, Code("18087-7", "LN", "Left Ventricle Mass"),
-                        "lv_myocardium", summary_column=4),
+                        "lv_myocardium", summary_column=4, plausible=plausible.LV_MASS),
         MeasurementSpec("lv_mass_index", "g/m2", "LV mass indexed to BSA", 1, Code("LVMI", _P, "LV mass index"),
-                        "lv_myocardium"),
-        MeasurementSpec("bsa", "m2", "Body surface area", 2, Code("8277-6", "LN", "BSA")),
+                        "lv_myocardium", plausible=plausible.LV_MASS_INDEX),
+        MeasurementSpec("bsa", "m2", "Body surface area", 2, Code("8277-6", "LN", "BSA"),
+                        plausible=plausible.BODY_SURFACE_AREA),
     ),
 )

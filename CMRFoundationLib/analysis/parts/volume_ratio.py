@@ -5,6 +5,7 @@ has been validated for this software."""
 
 from __future__ import annotations
 
+from ...measurements import plausibility as plausible
 from ...stack import ImageStack
 from ..results import PartResult
 from .context import Context, MeasurementSpec, PartSkipped, PartSpec
@@ -24,5 +25,6 @@ PART = PartSpec(
     role="cine_sax",
     run=run,
     progress_weight=0.05,
-    measurements=(MeasurementSpec("rv_lv_edv_ratio", "{ratio}", "RV/LV end-diastolic volume ratio", 2),),
+    measurements=(MeasurementSpec("rv_lv_edv_ratio", "{ratio}", "RV/LV end-diastolic volume ratio", 2,
+                                  plausible=plausible.RV_LV_EDV_RATIO),),
 )

@@ -29,7 +29,7 @@ from .images import (
     _overlay,
     _structure_map,
 )
-from .markup import _e, _number, _unit
+from .markup import Html, _checked, _e, _number, _unit
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ CPU_SIZED_ENCODERS = ("vit_nano",)
 # ACDC's groups, the classes of the disease model (tasks.DISEASES).
 DISEASE_NAMES = {"NOR": "normal", "DCM": "dilated cardiomyopathy", "HCM": "hypertrophic cardiomyopathy",
                  "MINF": "previous myocardial infarction", "RV": "abnormal right ventricle"}
-
-
-class Html(str):
-    """Text that is HTML already, so ``_cell`` does not escape it again."""
 
 
 def write_html_report(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> Path:
@@ -189,6 +185,11 @@ def _part_section(analysis: StudyAnalysis, part: PartResult) -> str:
         reason = part.reason or "no reason given"
         text += f'<p class="not-done"><strong>{_e(part.status.capitalize())}</strong>: {_e(reason)}</p>'
     else:
+        implausible = [m for m in part.measurements if m.check]
+        if implausible:  # above any layout, so no section can show such a number without it
+            text += ('<ul class="implausible">' + "".join(f"<li><strong>Not plausible</strong>: {_e(m.check)}"
+                     + (f" ({_e(m.segment_label)})" if m.segment is not None else "") + "</li>" for m in implausible)
+                     + "</ul>")
         render = PART_RENDERERS.get(part.name, _measurement_list)
         text += _safe(render, analysis, part)
     if part.notes:
@@ -198,15 +199,15 @@ def _part_section(analysis: StudyAnalysis, part: PartResult) -> str:
 
 def _function(analysis: StudyAnalysis, part: PartResult) -> str:
     """The LV/RV table from the part's measurements (as in measurements.csv), the volume curves and the images."""
-    value = {m.name: m.value for m in part.measurements if m.segment is None}.get
-    rows = [[label, _number(value(f"lv_{name}"), unit), _number(value(f"rv_{name}"), unit), _unit(unit)]
+    value = {m.name: m for m in part.measurements if m.segment is None}.get
+    rows = [[label, _checked(value(f"lv_{name}"), unit), _checked(value(f"rv_{name}"), unit), _unit(unit)]
             for label, name, unit in (("End-diastolic volume (EDV)", "edv", "ml"), ("End-systolic volume (ESV)", "esv", "ml"),
                                       ("Stroke volume (SV)", "sv", "ml"), ("Ejection fraction (EF)", "ef", "%"),
                                       ("EDV indexed to BSA", "edv_index", "ml/m2"),
                                       ("ESV indexed to BSA", "esv_index", "ml/m2"),
                                       ("SV indexed to BSA", "sv_index", "ml/m2"))]
-    rows += [["Myocardial mass", _number(value("lv_mass"), "g"), "—", "g"],
-             ["Myocardial mass indexed to BSA", _number(value("lv_mass_index"), "g/m2"), "—", _unit("g/m2")]]
+    rows += [["Myocardial mass", _checked(value("lv_mass"), "g"), "—", "g"],
+             ["Myocardial mass indexed to BSA", _checked(value("lv_mass_index"), "g/m2"), "—", _unit("g/m2")]]
     results, stack = part.results, analysis.stack(part.series)
     es = results.get("es_frame")
     phases = (f"ED at frame {results.get('ed_frame')}, ES at frame {'—' if es is None else es} "
@@ -357,7 +358,7 @@ def _measurement_list(analysis: StudyAnalysis, part: PartResult) -> str:
         spec = MEASUREMENTS.get(m.name)
         label, digits = (spec.label, spec.decimals) if spec is not None else (m.name, None)
         unit = "" if m.unit.startswith("{") else _unit(m.unit)  # UCUM annotations such as {ratio} have no unit
-        return f"<li>{_e(label)} {_e(m.segment_label)}: {_number(m.value, m.unit, digits)} {_e(unit)}</li>"
+        return f"<li>{_e(label)} {_e(m.segment_label)}: {_checked(m, m.unit, digits)} {_e(unit)}</li>"
 
     items = "".join(item(m) for m in part.measurements)
     return f"<ul>{items}</ul>" if items else "<p>No measurements.</p>"
@@ -500,6 +501,8 @@ ul.flags{list-style:none;padding:0}ul.flags li{padding:.3em .6em;margin:.2em 0;b
 ul.flags li.flag-error{background:#fde2e2;border-left-color:#c00}
 ul.flags li.flag-warning{background:#fff4d6;border-left-color:#e0a000}
 .status-ok{color:#176317}.status-skipped{color:#8a5a00;font-weight:600}.status-failed{color:#b00000;font-weight:600}
+ul.implausible{list-style:none;padding:0}ul.implausible li{background:#fde7e7;border-left:5px solid #c0392b;padding:.4em .8em;margin:.2em 0}
+.implausible-mark{color:#c0392b;font-weight:bold;cursor:help}
 .not-done{background:#f3f3f3;border-left:5px solid #999;padding:.5em .8em}
 .figures{display:flex;flex-wrap:wrap;gap:.8em}figure{margin:.4em 0;break-inside:avoid}figcaption{font-size:.85em;color:#444}
 .legend .swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #555;margin:0 .3em 0 .9em;vertical-align:middle}
