@@ -11,8 +11,11 @@ images, not a map) and a short-axis plane. Among the matching stacks:
 * T1 map: a native map before a post-contrast one (post-contrast only by its description,
   as T1 values alone cannot tell a post-contrast map from a poor native one), then as T2.
 
-The user can name the series of a role (AnalysisOptions.series); every choice and every
-alternative not used is explained in words.
+A stack is not chosen on its own when its acquisition header rules the class out
+(``acquisition.py``: e.g. perfusion frames spanning many heart cycles) or when its header
+words suggest another class or view than its pixels. The user can name the series of a
+role (AnalysisOptions.series); every choice and every alternative not used is explained
+in words.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .acquisition import acquisition_problem
 from .classify import header_text
 
 
@@ -87,7 +91,8 @@ def _select(role: Role, records, override: int | None) -> Selection:
                 alternatives.append({"series": record.key, "why_not": f"header suggests {role.title}, pixels say "
                                      f"{_described(classification)}"})
             continue
-        problem = _structure_problem(role, record.stack)
+        problem = (_structure_problem(role, record.stack) or acquisition_problem(record.stack, role.image_type)
+                   or _header_disagrees(role, classification))
         if problem:
             alternatives.append({"series": record.key, "why_not": problem})
         else:
@@ -114,7 +119,7 @@ def _user_choice(role: Role, records, number: int) -> Selection:
         return Selection(role.name, role.title, None, f"series {number} was asked for but is not in the study")
     chosen = max(of_series, key=lambda r: r.stack.n_slices)
     reason = f"chosen by the user (series {number})"
-    problem = _structure_problem(role, chosen.stack)
+    problem = _structure_problem(role, chosen.stack) or acquisition_problem(chosen.stack, role.image_type)
     if chosen.classification is not None and chosen.classification.image_type != role.image_type:
         reason += f"; the pixels say {_described(chosen.classification)}"
     if problem:
@@ -131,6 +136,23 @@ def _structure_problem(role: Role, stack) -> str | None:
     if role.short_axis_plane and stack.orientation != "SAX-like":
         return f"not a short-axis plane ({stack.orientation})"
     return None
+
+
+def _header_disagrees(role: Role, classification) -> str | None:
+    """Pixels and header must agree before a series is used on its own: the header's words
+    are free text, but a series that says "perfusion" or "LGE" and looks like a cine is
+    more often misread by the model than mislabelled by the scanner."""
+    header = classification.header
+    if classification.image_type_source != "pixels":
+        return None
+    if header.image_type not in (None, role.image_type):
+        said = header.image_type
+    elif role.view is not None and classification.view_source.startswith("pixels") and header.view not in (None, role.view):
+        said = f"the {header.view} view"
+    else:
+        return None
+    return (f"its header suggests {said} ({'; '.join(header.evidence)}), the pixels {role.title}: not used "
+            f"until they agree (name the series to use it anyway)")
 
 
 def _rank(role: Role, record) -> tuple:
