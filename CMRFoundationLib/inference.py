@@ -61,6 +61,7 @@ class ImagePredictions:
     points: np.ndarray | None = None  # landmarks: (row, col) pixels [N, K, 2], NaN when not found
     confidence: np.ndarray | None = None  # landmarks: heatmap peak [N, K]
     probabilities: np.ndarray | None = None  # classification: [N, classes]
+    certainty: np.ndarray | None = None  # segmentation: [N] (see segmentation_certainty)
 
 
 class TaskPredictor:
@@ -90,7 +91,8 @@ class TaskPredictor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [N, 3, rows, cols] or [N, rows, cols], got shape {images.shape}")
         kind = self.task.kind
-        outputs: dict[str, list[np.ndarray]] = {"labels": [], "points": [], "confidence": [], "probabilities": []}
+        outputs: dict[str, list[np.ndarray]] = {"labels": [], "points": [], "confidence": [], "probabilities": [],
+                                                "certainty": []}
         for start in range(0, len(images), self.batch_size):
             batch, grid = preprocess(images[start:start + self.batch_size], spacing, self.preprocessing)
             output = self.model(torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)).float()
@@ -98,6 +100,7 @@ class TaskPredictor:
                 probabilities = torch.softmax(output, dim=1).cpu().numpy()
                 native = grid.to_native(probabilities, fill=_background_fill(probabilities.shape[1]))
                 outputs["labels"].append(native.argmax(axis=1).astype(np.uint8))
+                outputs["certainty"].append(segmentation_certainty(probabilities))
             elif kind == LANDMARKS:
                 points, confidence = heatmap_peaks(output)
                 points = grid.model_to_native_points(points.cpu().numpy().astype(np.float64))
@@ -121,6 +124,7 @@ class TaskPredictor:
         grid_shape = stack.pixels.shape[:2]
         if self.task.kind == SEGMENTATION:
             prediction.labels = result.labels.reshape(stack.pixels.shape)
+            prediction.certainty = result.certainty.reshape(grid_shape)
         elif self.task.kind == LANDMARKS:
             prediction.points_rc = result.points.reshape(*grid_shape, *result.points.shape[1:])
             prediction.confidence = result.confidence.reshape(*grid_shape, -1)
@@ -134,6 +138,19 @@ class TaskPredictor:
                 prediction.notes += levels.notes if levels else [
                     "inputs chosen without a segmentation (see task_inputs.fallback_levels)"]
         return prediction
+
+
+def segmentation_certainty(probabilities: np.ndarray) -> np.ndarray:
+    """How sure the model is of each image's segmentation: the mean winning probability over
+    the pixels it labels as a structure (softmax [N, classes, rows, cols] -> [N]; NaN where it
+    labels none). Near 1 where every structure is clear-cut; it drops where the model hesitates
+    between structures or between a structure and background, which is where its contours
+    go wrong (Training/evaluate_certainty.py relates it to Dice)."""
+    winner = probabilities.max(axis=1)
+    foreground = probabilities.argmax(axis=1) > 0
+    counts = foreground.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, (winner * foreground).sum(axis=(1, 2)) / np.maximum(counts, 1), np.nan)
 
 
 def levels_from_segmentation(task: TaskSpec, stack: ImageStack, weights_dir: str | Path | None = None,
@@ -167,6 +184,7 @@ class StackPrediction:
     labels: np.ndarray | None = None  # uint8 [slices, frames, rows, cols]
     points_rc: np.ndarray | None = None  # [slices, frames, K, 2] (row, col) pixels, NaN when not found
     confidence: np.ndarray | None = None  # [slices, frames, K]
+    certainty: np.ndarray | None = None  # segmentation: [slices, frames] (see segmentation_certainty)
     probabilities: np.ndarray | None = None  # [classes], for the whole stack
     image_probabilities: np.ndarray | None = None  # [slices, frames, classes] for per-image tasks
     notes: list[str] = field(default_factory=list)
