@@ -34,7 +34,11 @@ def hd95_per_class(predicted: np.ndarray, truth: np.ndarray, n_classes: int, spa
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a face neighbour outside it (the image edge counts as outside)."""
+    """Pixels of ``mask`` with a face neighbour outside it (the image edge counts as outside).
+
+    numpy, not the SimpleITK erosion of measurements.masks: this runs on the GPU image,
+    which has no SimpleITK (see _distance_to).
+    """
     padded = np.pad(mask, 1)
     inner = np.ones_like(mask)
     for axis in range(mask.ndim):
