@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .weights import FORMAT, WeightsError, atomic_write, read_manifest, sha256_of
+from .files import atomic_write, read_json
+from .weights import FORMAT, WeightsError, read_manifest, sha256_of
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def _manifest_names(folder: Path) -> list[str]:
     names = []
     for path in sorted(folder.glob("*.json")):
         try:
-            if json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT:
+            if read_json(path, "weights manifest").get("format") == FORMAT:
                 names.append(path.stem)
-        except (OSError, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             continue  # not a manifest (e.g. the DINO encoder's training record)
     return names
 

@@ -10,13 +10,14 @@ validated on loading, nothing executed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..files import read_json, write_json
 
 FORMAT = "cmrfm-lge-presence-rule"
 FORMAT_VERSION = 1
@@ -52,24 +53,15 @@ class LgePresenceRule:
                 "width_percent": self.width_percent, "source": self.source}
 
     def save(self, path: str | os.PathLike) -> Path:
-        from ..weights import atomic_write
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1) + "\n"
-        atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "LgePresenceRule":
         """The rule in a weights folder; a ValueError names the file when it is missing or not one of ours."""
         path = Path(folder) / FILE_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ValueError(f"{path}: cannot read the LGE presence rule ({error.strerror or error})") from None
-        except ValueError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        data = read_json(path, "LGE presence rule")
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not an LGE presence rule (format {FORMAT!r} version {FORMAT_VERSION})")
         try:
