@@ -11,12 +11,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
 
 from .files import atomic_write, read_json
 from .weights import FORMAT, WeightsError, read_manifest, sha256_of
@@ -44,6 +45,7 @@ REQUIREMENTS = (
     Requirement("highdicom", "highdicom", "0.23"),
     Requirement("safetensors", "safetensors", "0.4"),
     Requirement("PIL", "pillow", "9.1"),  # the report's PNG images
+    # packaging (the version checks here) is not listed: Slicer's own Python ships it (slicer.packaging).
 )
 
 
@@ -58,15 +60,13 @@ def missing_requirements(requirements=REQUIREMENTS) -> list[tuple[Requirement, s
             found = importlib.metadata.version(requirement.package)
         except importlib.metadata.PackageNotFoundError:
             continue  # importable but without pip metadata (e.g. Slicer's own SimpleITK build): keep it
-        if _release(found) < _release(requirement.minimum):
+        try:
+            too_old = Version(found) < Version(requirement.minimum)  # PEP 440: "2.13.0+cpu" is 2.13.0
+        except InvalidVersion:
+            continue  # a version PEP 440 cannot read (a custom build): keep it, as one without metadata
+        if too_old:
             missing.append((requirement, f"version {found} found"))
     return missing
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """The leading release numbers: "2.13.0+cpu" -> (2, 13, 0), "1.0rc1" -> (1, 0)."""
-    match = re.match(r"\d+(\.\d+)*", version)
-    return tuple(int(n) for n in match.group().split(".")) if match else ()
 
 
 def import_weights(source: str | os.PathLike, destination: str | os.PathLike) -> list[str]:
