@@ -1,4 +1,8 @@
-"""Evaluation metrics: Dice and HD95 per class, accuracy per class, landmark error in mm."""
+"""Evaluation metrics: Dice and HD95 per class, accuracy per class, landmark error in mm.
+
+Dice and HD95 agree with MONAI's DiceMetric and compute_hausdorff_distance(percentile=95) except
+for a class absent from both masks (Dice NaN here, 1.0 there): Testing/Python/test_metrics_vs_monai.py.
+"""
 
 from __future__ import annotations
 
