@@ -408,7 +408,9 @@ def _image_parts(image: ImageStack | tuple[np.ndarray, np.ndarray]) -> tuple[np.
 
 
 def _write_atomically(array: np.ndarray, ijk_to_lps: np.ndarray, path: Path) -> None:
-    """Write a volume under a temporary name in the same folder, then rename it into place."""
+    """Write a volume under a temporary name in the same folder, then rename it into place.
+
+    Not files.atomic_write: a label file is never replaced, so the rename fails if the name was taken."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".partial-{os.getpid()}-{path.name}")
     try:
