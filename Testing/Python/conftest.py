@@ -50,11 +50,19 @@ def sample_roles(sample_truth) -> dict[str, int]:
     """Role -> series number of the sample study, from its ground truth (as a user names them)."""
 
     def number(image_type, view=None, description=""):
-        return next(s["number"] for s in sample_truth["series"] if s["image_type"] == image_type
-                    and view in (None, s["view"]) and description in s["description"])
+        return next(
+            s["number"]
+            for s in sample_truth["series"]
+            if s["image_type"] == image_type and view in (None, s["view"]) and description in s["description"]
+        )
 
-    return {"cine_sax": number("cine", "sax"), "cine_4ch": number("cine", "4ch"), "lge_sax": number("lge"),
-            "t1_map": number("t1", description="native"), "t2_map": number("t2")}
+    return {
+        "cine_sax": number("cine", "sax"),
+        "cine_4ch": number("cine", "4ch"),
+        "lge_sax": number("lge"),
+        "t1_map": number("t1", description="native"),
+        "t2_map": number("t2"),
+    }
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +73,11 @@ def sample_analysis(sample_study, sample_roles):
     from CMRFoundationLib.analysis import AnalysisOptions, analyze_study
 
     calls = []
-    analysis = analyze_study(sample_study / "DICOM", AnalysisOptions(device="cpu", series=dict(sample_roles)),
-                             progress=lambda phase, fraction, message: calls.append((phase, fraction, message)))
+    analysis = analyze_study(
+        sample_study / "DICOM",
+        AnalysisOptions(device="cpu", series=dict(sample_roles)),
+        progress=lambda phase, fraction, message: calls.append((phase, fraction, message)),
+    )
     return analysis, calls
 
 
