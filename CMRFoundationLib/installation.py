@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import json
 import os
-import re
 import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .weights import FORMAT, WeightsError, atomic_write, read_manifest, sha256_of
+from packaging.version import InvalidVersion, Version
+
+from .files import atomic_write, read_json
+from .weights import FORMAT, WeightsError, read_manifest, sha256_of
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ REQUIREMENTS = (
     Requirement("highdicom", "highdicom", "0.23"),
     Requirement("safetensors", "safetensors", "0.4"),
     Requirement("PIL", "pillow", "9.1"),  # the report's PNG images
+    # packaging (the version checks here) is not listed: Slicer's own Python ships it (slicer.packaging).
 )
 
 
@@ -58,15 +60,13 @@ def missing_requirements(requirements=REQUIREMENTS) -> list[tuple[Requirement, s
             found = importlib.metadata.version(requirement.package)
         except importlib.metadata.PackageNotFoundError:
             continue  # importable but without pip metadata (e.g. Slicer's own SimpleITK build): keep it
-        if _release(found) < _release(requirement.minimum):
+        try:
+            too_old = Version(found) < Version(requirement.minimum)  # PEP 440: "2.13.0+cpu" is 2.13.0
+        except InvalidVersion:
+            continue  # a version PEP 440 cannot read (a custom build): keep it, as one without metadata
+        if too_old:
             missing.append((requirement, f"version {found} found"))
     return missing
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """The leading release numbers: "2.13.0+cpu" -> (2, 13, 0), "1.0rc1" -> (1, 0)."""
-    match = re.match(r"\d+(\.\d+)*", version)
-    return tuple(int(n) for n in match.group().split(".")) if match else ()
 
 
 def import_weights(source: str | os.PathLike, destination: str | os.PathLike) -> list[str]:
@@ -123,9 +123,9 @@ def _manifest_names(folder: Path) -> list[str]:
     names = []
     for path in sorted(folder.glob("*.json")):
         try:
-            if json.loads(path.read_text(encoding="utf-8")).get("format") == FORMAT:
+            if read_json(path, "weights manifest").get("format") == FORMAT:
                 names.append(path.stem)
-        except (OSError, ValueError, AttributeError):
+        except (ValueError, AttributeError):
             continue  # not a manifest (e.g. the DINO encoder's training record)
     return names
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .files import read_json, write_json
 from .stack import ImageStack
 from .tasks import CLASSIFICATION, INPUT_BASAL_FRAMES, INPUT_LGE_LEVELS, LANDMARKS, SEGMENTATION, TASKS, TaskSpec
 from .volume_io import read_volume, write_volume
@@ -144,10 +145,7 @@ def read_label_folder(folder: str | os.PathLike) -> LabelFolder:
     path = folder / DATASET_FILE
     if not path.is_file():
         raise LabelFolderError(f"{path}: no such file ({folder} is not a label folder)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise LabelFolderError(f"{path}: not readable JSON ({exc})") from exc
+    data = read_json(path, "label folder description", LabelFolderError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LabelFolderError(f"{path}: not a label folder description (\"format\" must be {FORMAT!r})")
     version = data.get("format_version")
@@ -387,13 +385,7 @@ class LabelFolderWriter:
     def _write_dataset(self, cases: list[LabelCase]) -> None:
         data = {"format": FORMAT, "format_version": FORMAT_VERSION, "task": self.task.name,
                 "labels": list(self.task.labels), "cases": [c.to_json() for c in cases]}
-        text = json.dumps(data, indent=1) + "\n"
-        temp = self.folder / f".partial-{os.getpid()}-{DATASET_FILE}"
-        try:
-            temp.write_text(text, encoding="utf-8")
-            os.replace(temp, self.folder / DATASET_FILE)  # readers see the old or the new file, never half of one
-        finally:
-            temp.unlink(missing_ok=True)
+        write_json(self.folder / DATASET_FILE, data)  # readers see the old or the new file, never half of one
 
 
 def _image_parts(image: ImageStack | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, tuple[str, str]]:
@@ -416,7 +408,9 @@ def _image_parts(image: ImageStack | tuple[np.ndarray, np.ndarray]) -> tuple[np.
 
 
 def _write_atomically(array: np.ndarray, ijk_to_lps: np.ndarray, path: Path) -> None:
-    """Write a volume under a temporary name in the same folder, then rename it into place."""
+    """Write a volume under a temporary name in the same folder, then rename it into place.
+
+    Not files.atomic_write: a label file is never replaced, so the rename fails if the name was taken."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".partial-{os.getpid()}-{path.name}")
     try:

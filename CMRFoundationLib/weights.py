@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import os
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import __version__
+from .files import atomic_write, read_json, write_json
 from .preprocess import PreprocessConfig
 from .tasks import get_task
 
@@ -75,8 +74,8 @@ def available_tasks(folder: str | os.PathLike | None = None) -> list[str]:
     tasks = []
     for path in sorted(folder.glob("*.json")):
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            manifest = read_json(path, "weights manifest")
+        except ValueError:
             continue  # not a manifest; read_manifest explains if it is asked for
         if isinstance(manifest, dict) and manifest.get("format") == FORMAT:
             tasks.append(path.stem)
@@ -93,10 +92,7 @@ def read_manifest(folder: str | os.PathLike | None, task_name: str) -> dict[str,
             f"no weights for task {task_name!r}: {path} does not exist; "
             f"the folder has weights for: {', '.join(tasks) if tasks else 'no tasks'}"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise WeightsError(f"weights manifest {path} is not valid JSON: {error}") from None
+    manifest = read_json(path, "weights manifest", WeightsError)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WeightsError(f"{path} is not a CMRFoundation weights manifest (expected \"format\": \"{FORMAT}\")")
     version = manifest.get("format_version")
@@ -282,11 +278,7 @@ def json_ready(value: Any) -> Any:
 
 
 def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
-    try:
-        text = json.dumps(json_ready(manifest), indent=2, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"the manifest {path} cannot be written as JSON: {error}") from None
-    atomic_write(path, lambda temp: Path(temp).write_text(text + "\n", encoding="utf-8"))
+    write_json(path, json_ready(manifest), indent=2)
 
 
 def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, metadata: dict[str, str]) -> None:
@@ -305,24 +297,3 @@ def _write_safetensors(path: Path, state_dict: Mapping[str, Any], dtype: Any, me
         # A private contiguous copy: safetensors refuses tensors sharing memory (tied weights).
         tensors[key] = value.contiguous().clone()
     atomic_write(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``, so a
-    reader never sees a half-written file."""
-    # Not tempfile.mkstemp: its files are private (0600) and would stay so after the rename.
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(temp)
-        # Some writers (safetensors) create private files; give the usual rw-r--r-- (minus umask).
-        os.chmod(temp, 0o666 & ~_current_umask())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from CMRFoundationLib.inference import TaskPredictor
 from cmrtrain.data import samples_for
 from cmrtrain.metrics import dice_per_class
-
-from CMRFoundationLib.inference import TaskPredictor
 
 HERE = Path(__file__).resolve().parent
 THRESHOLDS = (0.75, 0.8, 0.85, 0.9)

@@ -34,6 +34,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from CMRFoundationLib.files import atomic_write
 from CMRFoundationLib.models.vit import ViTEncoder, vit_config
 from CMRFoundationLib.weights import save_encoder_weights
 from cmrtrain import distributed
@@ -277,9 +278,7 @@ def _train(args: argparse.Namespace, config: dict[str, Any], device: torch.devic
                 "config": config,
                 "data": [str(p) for p in args.data],
             }
-            temp = checkpoint_path.with_name(f".{checkpoint_path.name}.tmp")
-            torch.save(state, temp)
-            os.replace(temp, checkpoint_path)  # never a half-written checkpoint
+            atomic_write(checkpoint_path, lambda temp: torch.save(state, temp))  # never a half-written checkpoint
         distributed.barrier()
 
     window_loss = torch.zeros((), device=device)

@@ -35,6 +35,7 @@ from pydicom.uid import generate_uid
 
 from ..dicom.seg import write_dicom_seg
 from ..dicom.sr import Measurement, write_measurement_sr
+from ..files import write_json
 from ..volume_io import write_volume
 from .report import REPORT_FILE, write_html_report
 from .results import FORMAT, FORMAT_VERSION, OK, StudyAnalysis
@@ -120,7 +121,7 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
         "report_html": None if written["report_html"] is None else REPORT_FILE,
         "not_written": not_written,
     }
-    (out / ANALYSIS_FILE).write_text(json.dumps(document, indent=1, allow_nan=False), encoding="utf-8")
+    write_json(out / ANALYSIS_FILE, document)  # atomic: a reader sees the marker or the whole document
     return written
 
 

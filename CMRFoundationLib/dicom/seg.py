@@ -9,8 +9,9 @@ Cine: one SEG object holds one cardiac frame. highdicom refuses two SEG frames a
 plane position, and SEG viewers load a SEG as one 3D segmentation, so
 ``write_dicom_seg`` writes cardiac frame ``frame`` of the stack, and
 ``write_dicom_seg_cine`` writes each labelled frame as its own SEG instance of one SEG
-series. ``read_dicom_seg`` accepts a SEG file or a folder of them and places every SEG
-frame by its source reference, so a whole cine comes back in one call.
+series. ``read_dicom_seg`` accepts a SEG file or a folder of them; highdicom reads the
+masks by their source references (image, or frame of an enhanced file), so a whole cine
+comes back in one call.
 
 Enhanced multi-frame sources keep all images in one file, which highdicom can only
 match to SEG frames by position (ambiguous for a cine). We therefore hand highdicom one
@@ -23,11 +24,13 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import MRImageStorage, SegmentationStorage
 
 from .. import __version__
@@ -144,15 +147,24 @@ def read_dicom_seg(path: str | os.PathLike, stack: ImageStack, label_names: Sequ
     With ``label_names`` (index 0 = background) every segment gets the index of its
     structure in that list; without, it keeps its segment number. A segment's structure
     is its Tracking ID when that is one of our names, else found from its coded type.
-    Frames the SEG does not cover stay 0.
+    Frames the SEG does not cover stay 0. The masks are read by highdicom, by source image
+    (single-frame) or source frame (enhanced multi-frame); a file that is not a SEG of
+    this stack's images is refused with a ValueError naming it.
     """
+    import highdicom as hd  # a heavier import; only SEG reading and writing need it
+
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
     where = _image_positions_in_stack(stack)
     labels = np.zeros(stack.pixels.shape, np.uint8)
     n_read = 0
     for file in files:
-        ds = pydicom.dcmread(file)
+        try:
+            ds = pydicom.dcmread(file)
+        except (InvalidDicomError, OSError) as error:
+            if path.is_dir():
+                continue
+            raise ValueError(f"{file} is not a readable DICOM file ({error})") from None
         if ds.get("SOPClassUID") != SegmentationStorage:
             if path.is_dir():
                 continue
@@ -161,15 +173,36 @@ def read_dicom_seg(path: str | os.PathLike, stack: ImageStack, label_names: Sequ
         if (ds.Rows, ds.Columns) != stack.pixels.shape[2:]:
             raise ValueError(f"{file}: SEG frames are {ds.Rows}x{ds.Columns}, the images of {_series_name(stack)} are "
                              f"{stack.pixels.shape[2]}x{stack.pixels.shape[3]}")
-        value_of_segment = {item.SegmentNumber: _label_value(item, label_names, file) for item in ds.SegmentSequence}
-        masks = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
-        for mask, item in zip(masks, ds.PerFrameFunctionalGroupsSequence, strict=True):
-            segment = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
-            k, t = _stack_position(item, where, stack, file)
-            labels[k, t][mask > 0] = value_of_segment[segment]
+        with _malformed_seg(file):
+            seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
+        _read_one_seg(seg, where, stack, label_names, file, labels)
     if n_read == 0:
         raise ValueError(f"no DICOM Segmentation in {path}")
     return labels
+
+
+def _read_one_seg(seg, where: dict, stack: ImageStack, label_names: Sequence[str] | None, file: Path,
+                  labels: np.ndarray) -> None:
+    """Write the segments of one SEG into ``labels`` at the stack images its frames segment."""
+    numbers = list(seg.segment_numbers)
+    values = np.array([_label_value(seg.get_segment_description(n), label_names, file) for n in numbers], np.uint8)
+    # The images this SEG segments, by source: a single-frame instance (frame None) or frames of an enhanced file.
+    sources = {_source_key(item, where, stack, file) for item in seg.PerFrameFunctionalGroupsSequence}
+    singles = sorted(uid for uid, frame in sources if frame is None)
+    by_file: dict[str, list[int]] = {}
+    for uid, frame in sorted((k for k in sources if k[1] is not None), key=lambda k: (k[0], k[1])):
+        by_file.setdefault(uid, []).append(frame)
+    reads = [([(uid, None) for uid in singles], lambda: seg.get_pixels_by_source_instance(singles, numbers))] if singles else []
+    for uid, frames in by_file.items():
+        reads.append(([(uid, f) for f in frames],
+                      lambda uid=uid, frames=frames: seg.get_pixels_by_source_frame(uid, [f + 1 for f in frames], numbers)))
+    for keys, read in reads:
+        with _malformed_seg(file):
+            masks = read()  # [images, rows, cols, segments] in the order of ``numbers``
+        for key, mask in zip(keys, masks, strict=True):
+            k, t = where[key]
+            for value, segment in zip(values, np.moveaxis(mask, -1, 0), strict=True):
+                labels[k, t][segment > 0] = value
 
 
 # --- writing helpers ---------------------------------------------------------------------
@@ -299,8 +332,17 @@ def _image_positions_in_stack(stack: ImageStack) -> dict[tuple[str, int | None],
     }
 
 
-def _stack_position(item: Dataset, where: dict, stack: ImageStack, file: Path) -> tuple[int, int]:
-    """(slice, frame) of the stack image a SEG frame segments, from its source reference."""
+@contextmanager
+def _malformed_seg(file: Path):
+    """highdicom's errors on a SEG it cannot read, as one ValueError naming the file."""
+    try:
+        yield
+    except (AttributeError, KeyError, IndexError, RuntimeError, TypeError, ValueError) as error:
+        raise ValueError(f"{file}: not a readable DICOM Segmentation ({type(error).__name__}: {error})") from None
+
+
+def _source_key(item: Dataset, where: dict, stack: ImageStack, file: Path) -> tuple[str, int | None]:
+    """(SOP Instance UID, 0-based frame in file or None) of the stack image a SEG frame segments."""
     try:
         reference = item.DerivationImageSequence[0].SourceImageSequence[0]
     except (AttributeError, IndexError):
@@ -309,7 +351,7 @@ def _stack_position(item: Dataset, where: dict, stack: ImageStack, file: Path) -
     key = (reference.ReferencedSOPInstanceUID, None if number is None else int(number) - 1)
     if key not in where:
         raise ValueError(f"{file}: SEG frame segments image {key[0]} (frame {number}), which is not in {_series_name(stack)}")
-    return where[key]
+    return key
 
 
 def _label_value(segment: Dataset, label_names: Sequence[str] | None, file: Path) -> int:

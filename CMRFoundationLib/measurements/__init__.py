@@ -29,7 +29,8 @@ from .long_axis import (
     not_a_long_axis_plane,
     valve_plane_problem,
 )
-from .mapping import MapValues, RegionValues, erode_in_plane, map_values
+from .mapping import MapValues, RegionValues, map_values
+from .masks import erode_in_plane
 from .volumes import (
     MYOCARDIAL_DENSITY_G_PER_ML,
     VentricleVolumes,

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .masks import dilate_in_plane
 from .volumes import Label, label_mask, task_label
 
 FOUR_CH_LV_BLOOD = task_label("seg_4ch_cine", "lv_blood_pool")
@@ -79,7 +80,7 @@ def atrium_measures(
     if ventricle is None:
         result.warnings.append("no ventricle label: the valve plane, length and volume are unknown")
         return result
-    contact = inside & _dilate(label_mask(frame, ventricle), touch_px)
+    contact = inside & dilate_in_plane(label_mask(frame, ventricle), touch_px)
     if not contact.any():
         result.warnings.append("the atrium does not touch its ventricle: no valve plane, length or volume")
         return result
@@ -162,16 +163,3 @@ def atria_over_cine(
         return AtriumCine(frames, int(np.argmax(areas)) if max(areas) > 0 else None)
 
     return AtriaCine(over_frames(la, lv), over_frames(ra, rv))
-
-
-def _dilate(mask: np.ndarray, steps: int) -> np.ndarray:
-    """Grow a 2D mask by ``steps`` pixels (8-connected)."""
-    grown = np.asarray(mask, dtype=bool)
-    rows, cols = grown.shape
-    for _ in range(steps):
-        padded = np.pad(grown, 1)
-        grown = np.zeros_like(grown)
-        for dr in (0, 1, 2):
-            for dc in (0, 1, 2):
-                grown |= padded[dr : dr + rows, dc : dc + cols]
-    return grown

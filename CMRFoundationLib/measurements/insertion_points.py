@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .masks import dilate_in_plane
+
 RAY_STEP_DEG = 1.0
 RADIUS_STEP_PX = 0.25
 
@@ -70,7 +72,7 @@ def rv_insertion_points(
     if (exit_index == 0).any() or inside.all(axis=1).any():
         return None
     rows = np.arange(len(theta))
-    near_rv = _dilate(rv_blood, contact_px)
+    near_rv = dilate_in_plane(rv_blood, contact_px, kernel="disc")
     touching = _inside(near_rv, rays[rows, exit_index])
     touching = _clean_runs(touching, round(max_gap_deg / RAY_STEP_DEG), round(5.0 / RAY_STEP_DEG))
     runs = _runs(touching)
@@ -92,18 +94,6 @@ def _inside(mask: np.ndarray, points: np.ndarray) -> np.ndarray:
     result = np.zeros(points.shape[:-1], dtype=bool)
     result[valid] = mask[r[valid], c[valid]]
     return result
-
-
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation by a disc of ``radius`` pixels (no SciPy in the environment)."""
-    out = mask.copy()
-    padded = np.pad(mask, radius)
-    h, w = mask.shape
-    for dr in range(-radius, radius + 1):
-        for dc in range(-radius, radius + 1):
-            if dr * dr + dc * dc <= radius * radius:
-                out |= padded[radius + dr : radius + dr + h, radius + dc : radius + dc + w]
-    return out
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:

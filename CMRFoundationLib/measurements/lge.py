@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .aha import AHA_SEGMENT_NAMES, AhaSegmentation
-from .masks import dilate_in_plane
+from .masks import dilate_in_plane, label_components
 from .volumes import Label, label_mask, pixel_area_mm2, slice_thicknesses, task_label
 
 LGE_LV_MYOCARDIUM = task_label("seg_lge", "lv_myocardium")
@@ -216,7 +216,7 @@ def drop_small_components(mask: np.ndarray, min_pixels: int) -> np.ndarray:
     for k, plane in enumerate(np.asarray(mask, dtype=bool)):
         if not plane.any():
             continue
-        components = label_components_2d(plane)
+        components = label_components(plane, fully_connected=True)
         sizes = np.bincount(components.ravel())
         big = sizes >= min_pixels
         big[0] = False
@@ -230,31 +230,10 @@ def drop_border_rims_of(enhanced: np.ndarray, blood: np.ndarray) -> np.ndarray:
     for k, plane in enumerate(np.asarray(enhanced, dtype=bool)):
         if not plane.any():
             continue
-        components = label_components_2d(plane)
+        components = label_components(plane, fully_connected=True)
         off_border = components[plane & ~dilate_in_plane(blood[k])]
         kept[k] = plane & np.isin(components, np.unique(off_border))
     return kept
-
-
-def label_components_2d(mask: np.ndarray) -> np.ndarray:
-    """8-connected components of a 2D mask: 0 outside, one positive id (not consecutive) per component.
-
-    Every pixel starts with its own id and repeatedly takes the largest id among its
-    neighbours until nothing changes (plain numpy, fine for the small masks here).
-    """
-    rows, cols = mask.shape
-    ids = np.where(mask, np.arange(1, mask.size + 1).reshape(mask.shape), 0)
-    while True:
-        padded = np.pad(ids, 1)
-        grown = ids.copy()
-        for dr in (-1, 0, 1):
-            for dc in (-1, 0, 1):
-                np.maximum(grown, padded[1 + dr : 1 + dr + rows, 1 + dc : 1 + dc + cols], out=grown)
-        grown[~mask] = 0
-        if np.array_equal(grown, ids):
-            break
-        ids = grown
-    return ids
 
 
 def partial_volume_slices(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .aha import AHA_SEGMENT_NAMES, AhaSegmentation
+from .masks import erode_in_plane
 from .volumes import Label, label_mask, task_label
 
 MAPPING_LV_MYOCARDIUM = task_label("seg_mapping", "lv_myocardium")
@@ -97,10 +98,3 @@ def map_values(
                 eroded = False
             per_segment[n] = RegionValues.of(map_image[used & in_segment], eroded)
     return MapValues(RegionValues.of(map_image[used], erode), per_segment, warnings)
-
-
-def erode_in_plane(mask: np.ndarray) -> np.ndarray:
-    """One-pixel in-plane erosion of a [slices, rows, cols] mask (4-neighbour cross)."""
-    mask = np.asarray(mask, dtype=bool)
-    padded = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
-    return mask & padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:]

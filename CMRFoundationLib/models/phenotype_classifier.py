@@ -14,7 +14,6 @@ numbers only, validated on loading, nothing executed.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import read_json, write_json
 from ..measurements.phenotypes import PHENOTYPE_FEATURES
 
 FORMAT = "cmrfm-phenotype-classifier"
@@ -93,25 +93,16 @@ class PhenotypeClassifier:
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
-        from ..weights import atomic_write
-
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / FILE_NAME
-        text = json.dumps(self.to_dict(), indent=1) + "\n"
-        atomic_write(path, lambda temp: Path(temp).write_text(text, encoding="utf-8"))
-        return path
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "PhenotypeClassifier":
         """The classifier in a weights folder; a clear ValueError names the file when it is
         missing, not one of ours, or inconsistent."""
         path = Path(folder) / FILE_NAME
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ValueError(f"{path}: cannot read the phenotype classifier ({error.strerror or error})") from None
-        except ValueError as error:
-            raise ValueError(f"{path}: not valid JSON ({error})") from None
+        data = read_json(path, "phenotype classifier")
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a phenotype classifier (format {FORMAT!r} version {FORMAT_VERSION})")
         try:

@@ -30,6 +30,7 @@ from typing import Callable
 
 from ..analysis import AnalysisOptions, analyze_study, write_outputs
 from ..analysis.parts import MEASUREMENTS
+from ..files import atomic_write
 from . import edits
 from .files import save_markups, save_scene_bundle, save_segmentation
 from .load import load_analysis
@@ -144,12 +145,13 @@ def _key_measurements(folder: Path) -> tuple[dict[str, float], str, dict[str, fl
 
 
 def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:
-    temp = path.with_name(PARTIAL_PREFIX + path.name)
-    with open(temp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SUMMARY_COLUMNS)
-        for o in outcomes:
-            values = [f"{o.measurements[name]:.6g}" if name in o.measurements else "" for name in KEY_MEASUREMENTS]
-            implausible = "; ".join(f"{name}={value:.6g}" for name, value in o.implausible.items())
-            writer.writerow([o.study, o.status, "yes" if o.analysed_now else "no", *values, implausible, o.error])
-    os.replace(temp, path)
+    def write(temp: Path) -> None:
+        with open(temp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(SUMMARY_COLUMNS)
+            for o in outcomes:
+                values = [f"{o.measurements[name]:.6g}" if name in o.measurements else "" for name in KEY_MEASUREMENTS]
+                implausible = "; ".join(f"{name}={value:.6g}" for name, value in o.implausible.items())
+                writer.writerow([o.study, o.status, "yes" if o.analysed_now else "no", *values, implausible, o.error])
+
+    atomic_write(path, write)

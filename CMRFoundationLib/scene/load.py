@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import slicer
 
 from ..analysis.outputs import ANALYSIS_FILE, LABELS_DIR
 from ..analysis.results import FORMAT, FORMAT_VERSION, OK
+from ..files import read_json
 from ..stack import ImageStack
 from ..volume_io import read_volume
 from . import edits, hierarchy
@@ -52,10 +52,7 @@ class LoadedAnalysis:
 def read_analysis(analysis_dir: str | os.PathLike) -> dict:
     """analysis.json of a complete analysis folder, checked for format and version."""
     path = Path(analysis_dir) / ANALYSIS_FILE
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise AnalysisFolderError(f"{path}: cannot read ({error})") from None
+    document = read_json(path, "analysis", AnalysisFolderError)
     if document.get("format") != FORMAT or document.get("format_version", 0) > FORMAT_VERSION:
         raise AnalysisFolderError(f"{path}: not a {FORMAT} file this version reads")
     if not document.get("complete"):

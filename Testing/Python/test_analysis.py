@@ -56,22 +56,10 @@ def truth_key(truth: dict, image_type: str, view: str | None = None, description
                        and description in s["description"]))
 
 
-def truth_roles(truth: dict) -> dict[str, int]:
-    """Role -> series number of the sample study, from its ground truth."""
-    keys = {"cine_sax": truth_key(truth, "cine", "sax"), "cine_4ch": truth_key(truth, "cine", "4ch"),
-            "lge_sax": truth_key(truth, "lge"), "t1_map": truth_key(truth, "t1", description="native"),
-            "t2_map": truth_key(truth, "t2")}
-    return {role: int(key[1:]) for role, key in keys.items()}
-
-
 @pytest.fixture(scope="module")
-def run(sample_study, sample_truth):
-    """The analysis of the sample study with the series named, and its progress calls."""
-    calls = []
-    options = AnalysisOptions(device="cpu", series=truth_roles(sample_truth))
-    analysis = analyze_study(sample_study / "DICOM", options,
-                             progress=lambda phase, fraction, message: calls.append((phase, fraction, message)))
-    return analysis, calls
+def run(sample_analysis):
+    """The analysis of the sample study with the series named, and its progress calls (conftest)."""
+    return sample_analysis
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +133,8 @@ def test_progress_runs_through_the_phases(run):
 # --- measurements ----------------------------------------------------------------------------
 
 
-def test_named_series_are_used_and_every_part_runs(analysis, sample_truth):
-    for role, number in truth_roles(sample_truth).items():
+def test_named_series_are_used_and_every_part_runs(analysis, sample_roles):
+    for role, number in sample_roles.items():
         assert analysis.selection[role].series == f"S{number:03d}"
         assert analysis.selection[role].reason.startswith(f"chosen by the user (series {number})")
     assert list(analysis.parts) == ["atria", "function", "volume_ratio", "myocardial_segments", "disease", "lge_extent",
@@ -225,8 +213,8 @@ def test_lge_extent_and_presence(analysis):
     assert sum(presence.results["probabilities"].values()) == pytest.approx(1, abs=1e-3)
 
 
-def test_lge_without_a_cine_runs_the_landmark_model_on_the_lge_stack(sample_stacks, sample_truth):
-    number = truth_roles(sample_truth)["lge_sax"]
+def test_lge_without_a_cine_runs_the_landmark_model_on_the_lge_stack(sample_stacks, sample_roles):
+    number = sample_roles["lge_sax"]
     lge = [s for s in sample_stacks[0] if s.info.series_number == number]
     analysis = analyze_study(lge, AnalysisOptions(device="cpu", series={"lge_sax": number}))
     assert analysis.source == "stacks" and analysis.parts["function"].status == "skipped"
@@ -309,7 +297,7 @@ def test_rewriting_replaces_a_previous_analysis_but_keeps_other_files(analysis, 
 
 
 @pytest.fixture(scope="module")
-def damaged(sample_study, sample_truth, sample_stacks, tmp_path_factory):
+def damaged(sample_study, sample_truth, sample_roles, sample_stacks, tmp_path_factory):
     """The sample study without its LGE series, with a truncated file where a short-axis slice was,
     analysed through the CLI with weights that lack the 4-chamber segmentation and the phenotype
     disease classifier."""
@@ -317,7 +305,7 @@ def damaged(sample_study, sample_truth, sample_stacks, tmp_path_factory):
     study = root / "DICOM"
     lge_folder = next(s["folder"] for s in sample_truth["series"] if s["image_type"] == "lge")
     shutil.copytree(sample_study / "DICOM", study, ignore=shutil.ignore_patterns(Path(lge_folder).name))
-    roles = truth_roles(sample_truth)
+    roles = sample_roles
     sax = next(s for s in sample_stacks[0] if s.info.series_number == roles["cine_sax"])
     files = [study / Path(path).relative_to(sample_study / "DICOM") for path, _ in sax.sources[5]]
     for path in files[1:]:
@@ -335,6 +323,7 @@ def damaged(sample_study, sample_truth, sample_stacks, tmp_path_factory):
     return status, out, str(broken)
 
 
+@pytest.mark.slow
 def test_damaged_study_completes_with_the_broken_file_named_and_lge_skipped(damaged):
     status, out, broken = damaged
     assert status == 0
@@ -348,6 +337,7 @@ def test_damaged_study_completes_with_the_broken_file_named_and_lge_skipped(dama
     assert any(f["code"] == SLICE_GAPS for f in document["flags"])  # the short-axis slice lost with the broken file
 
 
+@pytest.mark.slow
 def test_missing_task_weights_skip_only_that_part(damaged):
     status, out, _ = damaged
     document = json.loads((out / "analysis.json").read_text())
@@ -414,9 +404,9 @@ def test_header_guess_rules():
     assert guess(1, series_description="series 12").image_type is None
 
 
-def test_slices_keep_their_true_position_when_one_is_missing(sample_stacks, sample_truth):
+def test_slices_keep_their_true_position_when_one_is_missing(sample_stacks, sample_roles):
     """Insertion points move between stacks through patient space, so a missing slice must not shift the rest."""
-    number = truth_roles(sample_truth)["cine_sax"]
+    number = sample_roles["cine_sax"]
     full = next(s for s in sample_stacks[0] if s.info.series_number == number)
     keep = [k for k in range(full.n_slices) if k != 6]
     gappy = ImageStack(full.pixels[keep], full.ijk_to_lps, full.info, slice_positions=full.slice_positions[keep])

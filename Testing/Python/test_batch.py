@@ -26,6 +26,8 @@ from CMRFoundationLib.scene import read_markups, read_scene_bundle, read_segment
 from CMRFoundationLib.scene.batch import MARKER, PARTIAL_PREFIX, SUMMARY, run_batch  # noqa: E402
 from conftest import REPO  # noqa: E402
 
+pytestmark = pytest.mark.slow  # two whole analyses, one of them in a subprocess
+
 SCRIPT = REPO / "Resources" / "Scripts" / "batch_analyze.py"
 
 

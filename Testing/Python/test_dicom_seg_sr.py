@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
@@ -162,6 +164,37 @@ def test_wrong_shape_or_missing_frame_is_refused(sax, tmp_path):
     with pytest.raises(ValueError, match="6 cardiac frames: pass frame="):
         write_dicom_seg(stack, labels, SAX_NAMES, tmp_path / "bad.dcm")
     assert not (tmp_path / "bad.dcm").exists()
+
+
+def test_bad_seg_input_is_refused_naming_the_file(sax, sax_cine_seg, tmp_path):
+    stack, labels = sax
+    text = tmp_path / "notes.txt"
+    text.write_text("not DICOM")
+    with pytest.raises(ValueError, match=r"notes\.txt is not a readable DICOM file"):
+        read_dicom_seg(text, stack, SAX_NAMES)
+    image = stack.sources[0][0][0]
+    with pytest.raises(ValueError, match=rf"{image} is not a DICOM Segmentation"):
+        read_dicom_seg(image, stack, SAX_NAMES)
+    with pytest.raises(ValueError, match=r"no DICOM Segmentation in"):
+        read_dicom_seg(Path(image).parent, stack, SAX_NAMES)  # a folder of images only
+    stranger = pydicom.dcmread(sax_cine_seg[0])
+    reference = stranger.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0].SourceImageSequence[0]
+    reference.ReferencedSOPInstanceUID = "1.2.3.4"
+    stranger.save_as(tmp_path / "stranger.dcm")
+    with pytest.raises(ValueError, match=r"stranger\.dcm: SEG frame segments image 1\.2\.3\.4 \(frame None\), which is not in series 6"):
+        read_dicom_seg(tmp_path / "stranger.dcm", stack, SAX_NAMES)
+    del stranger.SegmentSequence  # a SEG without its segments: highdicom's error, naming the file
+    stranger.save_as(tmp_path / "no_segments.dcm")
+    with pytest.raises(ValueError, match=r"no_segments\.dcm: not a readable DICOM Segmentation"):
+        read_dicom_seg(tmp_path / "no_segments.dcm", stack, SAX_NAMES)
+    # In a folder, files that are not SEG (notes, images) are passed over.
+    folder = tmp_path / "with_notes"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not DICOM")
+    (folder / "seg.dcm").write_bytes(sax_cine_seg[1].read_bytes())
+    np.testing.assert_array_equal(read_dicom_seg(folder, stack, SAX_NAMES)[:, 1], labels[:, 1])
+    with pytest.raises(ValueError, match=r"seg\.dcm: segment 1 .* is none of the labels"):
+        read_dicom_seg(folder, stack, ["background", "la_blood_pool"])
 
 
 def test_enhanced_multiframe_source(sample_study, sample_truth, sample_stacks, tmp_path):

@@ -23,6 +23,7 @@ from cmrtrain.losses import loss_for
 SMALL = PreprocessConfig(spacing_mm=2.0, size=64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["seg_sax_cine", "rv_insertion", "image_type"])
 def test_a_few_steps_lower_the_loss(task_name, sample_study):
     """One task per family (segmentation, landmarks, classification) on real synthetic images."""
@@ -67,6 +68,7 @@ def test_few_shot_takes_n_per_class_and_n_cases(sample_study):
     assert {s.case for s in few_shot_subset(dense, get_task("seg_sax_cine"), 1)} == {dense[0].case}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_finetune_run_leaves_weights_that_predict(mode, sample_study, sample_stacks, tmp_path):
     # A DINO-style encoder export at another image size: the position grid is resized.

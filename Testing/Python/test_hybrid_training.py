@@ -61,6 +61,7 @@ def _config(tmp_path, sample_study, **changes) -> FinetuneConfig:
     return FinetuneConfig(**values)
 
 
+@pytest.mark.slow
 def test_a_stopped_finetuning_run_resumes_where_it_stopped(sample_study, sample_stacks, tmp_path):
     torch.set_num_threads(1)
     whole = finetune(_config(tmp_path / "a", sample_study, checkpoint=None), log=lambda m: None)

@@ -36,6 +36,7 @@ def _stack(sample_stacks, series_number):
     return next(s for s in stacks if s.info.series_number == series_number)
 
 
+@pytest.mark.slow
 def test_every_task_predicts_on_its_series(weights_dir, sample_stacks):
     sax, lge = _stack(sample_stacks, 6), _stack(sample_stacks, 10)
     for task in TASKS.values():
@@ -54,6 +55,7 @@ def test_every_task_predicts_on_its_series(weights_dir, sample_stacks):
             assert summary["class"] in task.labels
 
 
+@pytest.mark.slow
 def test_prediction_is_deterministic_and_batch_independent(weights_dir, sample_stacks):
     stack = _stack(sample_stacks, 6)
     one = TaskPredictor.load("seg_sax_cine", weights_dir, "cpu", batch_size=1).predict_stack(stack)
@@ -83,6 +85,7 @@ def test_landmarks_come_back_in_native_pixels(weights_dir):
     assert ((rows > -1) & (rows < 90) & (cols > -1) & (cols < 120)).all()
 
 
+@pytest.mark.slow
 def test_cli_predict_writes_label_map_in_series_geometry(weights_dir, sample_study, sample_stacks, tmp_path):
     series = next((sample_study / "DICOM").glob("S006*"))
     out = tmp_path / "out"
@@ -96,6 +99,7 @@ def test_cli_predict_writes_label_map_in_series_geometry(weights_dir, sample_stu
     assert report["weights"][0]["sha256"]
 
 
+@pytest.mark.slow
 def test_cli_predict_on_nifti_gives_json(weights_dir, sample_stacks, tmp_path):
     from CMRFoundationLib.volume_io import write_volume
 
@@ -132,6 +136,7 @@ def test_cli_predict_reports_unknown_task_and_empty_input(weights_dir, tmp_path,
     assert "no image stack" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_example_analyses_the_sample_study_and_shows_truth(sample_study, tmp_path, monkeypatch, capsys):
     """`cmrfm example` with the carried weights on an already generated study (the
     fixture's seed stands in for the example's, so nothing is regenerated): index, full

@@ -25,6 +25,19 @@ def test_requirements_met_here_and_missing_ones_say_why():
     assert too_old.pip_spec == "numpy>=999.0"
 
 
+@pytest.mark.parametrize(
+    "found, minimum, enough",
+    [("2.13.0+cpu", "2.0", True), ("2.10", "2.9", True), ("1.10.0", "1.9", True), ("2.0rc1", "2.0", False),
+     ("1.9.9", "1.24", False), ("custom-build", "1.0", True)],
+)
+def test_versions_are_compared_as_pep_440_says(monkeypatch, found, minimum, enough):
+    import CMRFoundationLib.installation as installation
+
+    monkeypatch.setattr(installation.importlib.metadata, "version", lambda package: found)
+    numpy = Requirement("numpy", "numpy", minimum)
+    assert missing_requirements([numpy]) == ([] if enough else [(numpy, f"version {found} found")])
+
+
 def test_a_weights_folder_is_imported_verified(tmp_path):
     destination = tmp_path / "user" / "Weights"
     assert import_weights(DEFAULT_WEIGHTS_DIR, destination) == CARRIED_TASKS

@@ -16,12 +16,11 @@ from CMRFoundationLib.scene import close_scene, export_training_labels, load_ana
 from CMRFoundationLib.scene.mrml import ijk_to_ras_of  # noqa: E402
 from CMRFoundationLib.scene.segmentations import labels_in_reference_geometry, oriented_labelmap  # noqa: E402
 from cmrtrain.data.label_folders import label_folder_samples  # noqa: E402
-from scene_fixtures import analysed, truth_roles  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def result(sample_study, sample_truth, tmp_path_factory):
-    return analysed(sample_study, tmp_path_factory.getbasetemp() / "scene-analysis", truth_roles(sample_truth))
+def result(sample_analysis, sample_outputs):
+    return sample_analysis[0], sample_outputs
 
 
 @pytest.fixture()

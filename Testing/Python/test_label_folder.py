@@ -122,7 +122,7 @@ def write_sample_folder(folder):
 @pytest.mark.parametrize(
     "breakage, message",
     [
-        (lambda d: "{not json", "not readable JSON"),
+        (lambda d: "{not json", "not valid JSON"),
         (lambda d: {**d, "format": "nnunet"}, "not a label folder description"),
         (lambda d: {**d, "format_version": 9}, "newer than this software"),
         (lambda d: {**d, "task": "seg_brain"}, "unknown task 'seg_brain'"),

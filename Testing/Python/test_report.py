@@ -1,6 +1,6 @@
 """report.html on the real pipeline output of the sample study, and on crafted analyses.
 
-The pipeline runs once (module fixture) with the series of each role named, so that every
+The pipeline runs once (the session's sample_analysis, conftest) with the series of each role named, so that every
 part runs whatever the small carried classifier says; the report is then read back as a
 reader's browser would get it: parsed, its SVGs counted, its PNGs decoded.
 """
@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from CMRFoundationLib.analysis import AnalysisOptions, analyze_study, outputs, report, write_outputs
+from CMRFoundationLib.analysis import AnalysisOptions, outputs, report, write_outputs
 from CMRFoundationLib.analysis.report import images
 from CMRFoundationLib.analysis.results import Flag, PartResult, SeriesRecord, StudyAnalysis
 from CMRFoundationLib.stack import ImageStack, SeriesInfo
@@ -31,19 +31,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
 
-def roles_of(truth: dict) -> dict[str, int]:
-    """Role -> series number of the sample study, from its ground truth."""
-    def number(image_type, view=None, description=""):
-        return next(s["number"] for s in truth["series"] if s["image_type"] == image_type
-                    and view in (None, s["view"]) and description in s["description"])
-
-    return {"cine_sax": number("cine", "sax"), "cine_4ch": number("cine", "4ch"), "lge_sax": number("lge"),
-            "t1_map": number("t1", description="native"), "t2_map": number("t2")}
-
-
 @pytest.fixture(scope="module")
-def analysis(sample_study, sample_truth):
-    return analyze_study(sample_study / "DICOM", AnalysisOptions(device="cpu", series=roles_of(sample_truth)))
+def analysis(sample_analysis):
+    return sample_analysis[0]
 
 
 @pytest.fixture(scope="module")

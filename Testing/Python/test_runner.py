@@ -1,6 +1,6 @@
 """The analysis run as a separate process (runner.py), as the Slicer module drives it.
 
-Real ``cmrfm analyze`` processes on a small synthetic study (4 cine frames): progress
+Real ``cmrfm analyze`` processes on the session's sample study (conftest): progress
 arrives in order and ends at 1.0 with a finished output, a cancel stops the process
 within seconds, and failures come back with their reason. Stand-in "python" scripts
 check the kill after the grace period and the reason taken from a traceback.
@@ -30,18 +30,16 @@ from CMRFoundationLib.runner import (
     new_output_folder,
     parse_series_choices,
 )
-from CMRFoundationLib.synthetic.study import make_sample_study
 
+pytestmark = pytest.mark.slow  # whole analyses in a subprocess
 RUN_TIMEOUT_S = 300  # a run takes about 10 s on 2 CPU cores; generous for a loaded machine
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="stand-in interpreter is a shell script")
 
 
 @pytest.fixture(scope="module")
-def small_study(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("runner") / "study"
-    make_sample_study(folder, seed=1, frames=4)
-    return folder / "DICOM"
+def small_study(sample_study) -> Path:
+    return sample_study / "DICOM"
 
 
 def follow(run: AnalysisRun, until=None) -> list:

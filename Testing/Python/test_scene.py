@@ -36,13 +36,12 @@ from CMRFoundationLib.scene.tables import table_rows  # noqa: E402
 from CMRFoundationLib.stack import LPS_TO_RAS  # noqa: E402
 from CMRFoundationLib.terminology import slicer_terminology_context, slicer_terminology_entry, structure  # noqa: E402
 from CMRFoundationLib.volume_io import read_volume  # noqa: E402
-from scene_fixtures import analysed, truth_roles  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def result(sample_study, sample_truth, tmp_path_factory):
+def result(sample_analysis, sample_outputs):
     """(StudyAnalysis, its output folder)."""
-    return analysed(sample_study, tmp_path_factory.getbasetemp() / "scene-analysis", truth_roles(sample_truth))
+    return sample_analysis[0], sample_outputs
 
 
 @pytest.fixture(scope="module")

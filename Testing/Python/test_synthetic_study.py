@@ -159,6 +159,7 @@ def test_ground_truth_volumes_agree_with_label_maps(sample_study, sample_truth):
     assert (edv - esv) / edv == pytest.approx(sample_truth["lv"]["ef"], abs=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pathology", ["NOR", "DCM", "HCM", "MINF", "RV"])
 def test_phantom_pathologies(pathology):
     params = sample_parameters(100, pathology)
@@ -187,6 +188,7 @@ def test_phantom_pathologies(pathology):
         assert ed_volumes["infarct"] == 0
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_files(tmp_path):
     def digest(root):
         h = hashlib.sha256()

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from CMRFoundationLib.files import atomic_write
+
 # Top-level keys of a checkpoint whose tensors are optimizer state (stored as bfloat16).
 OPTIMIZER_KEYS = ("optimizer",)
 
@@ -46,9 +48,7 @@ def save_compact(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
         key: _cast(value, torch.bfloat16 if key in OPTIMIZER_KEYS else torch.float16)
         for key, value in state.items()
     }
-    temp = path.with_name(f".{path.name}.partial")
-    torch.save(compact, temp)
-    os.replace(temp, path)  # a killed write never leaves a half-written checkpoint
+    atomic_write(path, lambda temp: torch.save(compact, temp))  # a killed write never leaves half a checkpoint
     return path
 
 

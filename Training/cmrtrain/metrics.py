@@ -1,4 +1,8 @@
-"""Evaluation metrics: Dice and HD95 per class, accuracy per class, landmark error in mm."""
+"""Evaluation metrics: Dice and HD95 per class, accuracy per class, landmark error in mm.
+
+Dice and HD95 agree with MONAI's DiceMetric and compute_hausdorff_distance(percentile=95) except
+for a class absent from both masks (Dice NaN here, 1.0 there): Testing/Python/test_metrics_vs_monai.py.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +38,11 @@ def hd95_per_class(predicted: np.ndarray, truth: np.ndarray, n_classes: int, spa
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
-    """Pixels of ``mask`` with a face neighbour outside it (the image edge counts as outside)."""
+    """Pixels of ``mask`` with a face neighbour outside it (the image edge counts as outside).
+
+    numpy, not the SimpleITK erosion of measurements.masks: this runs on the GPU image,
+    which has no SimpleITK (see _distance_to).
+    """
     padded = np.pad(mask, 1)
     inner = np.ones_like(mask)
     for axis in range(mask.ndim):

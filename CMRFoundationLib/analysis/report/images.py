@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from ...measurements.aha import slice_levels
+from ...measurements.masks import erode_in_plane
 from ...terminology import STRUCTURES
 from ..results import LabelMap, PartResult
 from .markup import _css, _e
@@ -87,7 +88,7 @@ def _overlay(image: np.ndarray, labels: np.ndarray, label_names, crop, spacing, 
             rgb[mask] = 0.4 * rgb[mask] + 0.6 * colour
         inside = mask
         for _ in range(min(2, scale)):  # an outline 1-2 pixels wide
-            inside = _erode(inside)
+            inside = erode_in_plane(inside, border_inside=True)  # the edge is no outline
         rgb[mask & ~inside] = colour
     rows, cols = np.ogrid[:rgb.shape[0], :rgb.shape[1]]
     for row, col, colour in points:
@@ -100,16 +101,6 @@ def _overlay(image: np.ndarray, labels: np.ndarray, label_names, crop, spacing, 
 
 def _enlarge(array: np.ndarray, fr: int, fc: int) -> np.ndarray:
     return np.repeat(np.repeat(array, fr, axis=0), fc, axis=1)
-
-
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """4-neighbour erosion (at the image border the missing neighbours count as inside)."""
-    inside = mask.copy()
-    inside[1:] &= mask[:-1]
-    inside[:-1] &= mask[1:]
-    inside[:, 1:] &= mask[:, :-1]
-    inside[:, :-1] &= mask[:, 1:]
-    return inside
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -44,9 +44,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
+
+from CMRFoundationLib.measurements.masks import label_components
 
 MODEL_FILES = {"acdc": "tiramisu_acdc_fp32.onnx", "emidec": "tiramisu_emidec_fp32.onnx"}
 NATIVE_LABELS = {
@@ -185,9 +186,7 @@ def _resize(stack: torch.Tensor, size: int, labels: bool) -> torch.Tensor:
 
 def _remove_small_components(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Zero the face-connected 3D components of the foreground smaller than ``min_size`` voxels."""
-    components = sitk.GetArrayFromImage(
-        sitk.ConnectedComponent(sitk.GetImageFromArray((labels > 0).astype(np.uint8)), False)
-    )
+    components = label_components(labels > 0, fully_connected=False)
     keep = np.bincount(components.ravel()) >= min_size
     keep[0] = False
     return np.where(keep[components], labels, 0).astype(labels.dtype)
