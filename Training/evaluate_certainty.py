@@ -1,8 +1,10 @@
 """Does the segmentation certainty the analysis shows (``inference.segmentation_certainty``)
-tell the bad slices from the good? Per ACDC test slice (ED and ES; Bernard et al., IEEE TMI
-2018): certainty against mean Dice, and what a threshold catches.
+tell the bad slices from the good? Per test image of a segmentation task (e.g. ACDC ED and
+ES slices, Bernard et al., IEEE TMI 2018): certainty against mean Dice, and what a threshold
+catches. The thresholds the analysis flags with (parts/helpers.py) are read off these tables.
 
-    python Training/evaluate_certainty.py --weights DIR [--name NAME] [--out Training/results/certainty]
+    python Training/evaluate_certainty.py --weights DIR [--task seg_sax_cine] [--source acdc]
+        [--synthetic-root runs/synthetic] [--name NAME] [--out Training/results/certainty]
 
 Writes OUT/NAME.md and OUT/NAME.json: Spearman correlation, and for candidate thresholds
 the share of slices flagged and the mean Dice of flagged and unflagged slices (Dice of the
@@ -23,7 +25,7 @@ from cmrtrain.data import samples_for
 from cmrtrain.metrics import dice_per_class
 
 HERE = Path(__file__).resolve().parent
-THRESHOLDS = (0.75, 0.8, 0.85, 0.9)
+THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def ranks(values: np.ndarray) -> np.ndarray:
@@ -33,14 +35,18 @@ def ranks(values: np.ndarray) -> np.ndarray:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--name", default="seg_sax_cine")
+    parser.add_argument("--task", default="seg_sax_cine", help="a segmentation task")
+    parser.add_argument("--source", default="acdc", help="acdc, emidec or synthetic (test split)")
+    parser.add_argument("--synthetic-root", help="synthetic study cache, for --source synthetic")
+    parser.add_argument("--name", help="results file name (default TASK_SOURCE)")
     parser.add_argument("--out", default=str(HERE / "results" / "certainty"))
     args = parser.parse_args(argv)
-    samples = samples_for("seg_sax_cine", ["acdc"], "test")
+    args.name = args.name or f"{args.task}_{args.source}"
+    samples = samples_for(args.task, [args.source], "test", synthetic_root=args.synthetic_root)
     if not samples:
-        print("no ACDC data (../shared/data/acdc): nothing to evaluate")
+        print(f"no {args.source} test samples of {args.task}: nothing to evaluate")
         return 0
-    predictor = TaskPredictor.load("seg_sax_cine", args.weights, "cpu")
+    predictor = TaskPredictor.load(args.task, args.weights, "cpu")
     n_classes = len(predictor.task.labels)  # background included
     certainty, dice = [], []
     for sample in samples:
@@ -65,7 +71,7 @@ def main(argv=None) -> int:
                "thresholds": rows}
     (out / f"{args.name}.json").write_text(json.dumps(summary, indent=1))
     lines = [f"# Segmentation certainty against Dice ({args.name})", "",
-             f"Weights `{args.weights}`; {len(dice)} ACDC test slices (ED + ES) with a structure; Spearman "
+             f"Weights `{args.weights}`; {len(dice)} {args.source} test images with a structure; Spearman "
              f"rho {rho:.2f}; {summary['poor_slices']} slices with mean Dice < 0.7.", "",
              "| certainty below | slices flagged | mean Dice flagged | mean Dice not flagged | Dice < 0.7 caught |",
              "|---|---|---|---|---|"]

@@ -92,6 +92,7 @@ def test_the_sample_study_has_no_implausible_value(analysis):
     assert [m.check for m in analysis.measurements if m.check] == []
     assert not [f for f in analysis.flags if f.code in (IMPLAUSIBLE_VALUE, SEGMENTATION_QUALITY)]
     assert analysis.parts["function"].results["structure_problems_at_ed"] == []
+    assert not [f for f in analysis.flags if "segmentation is uncertain" in f.message]
 
 
 def test_pixels_decide_and_disagreements_are_flagged(analysis, sample_truth):

@@ -12,6 +12,7 @@ from ...measurements.volumes import pixel_area_mm2
 from ...stack import ImageStack
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSpec, indices
+from .helpers import record_certainty
 
 
 def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
@@ -27,6 +28,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     ed, es = four.ed_frame, int(np.argmin(lv_area_cm2))
     part.results = {"slice": plane_index, "ed_frame": ed, "es_frame": es,
                     "lv_area_cm2": [round(float(a), 3) for a in lv_area_cm2], **atria.to_dict()}
+    record_certainty(ctx, part, prediction)
     for name, atrium in (("la", atria.la), ("ra", atria.ra)):
         at_max = atrium.at_max
         if at_max is None:

@@ -15,7 +15,7 @@ from ...terminology import PRIVATE_SCHEME as _P
 from ..geometry import plane_angle_deg
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSpec, indices
-from .helpers import AHA_LABEL_NAMES, segments_on
+from .helpers import AHA_LABEL_NAMES, record_certainty, segments_on
 
 # Enhanced islands smaller than this (8-connected, per slice) are noise: about 10 mm^2 at 1.4 mm pixels.
 LGE_MIN_ISLAND_PIXELS = 5
@@ -42,6 +42,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     part.results = {"insertion_points_source": how, "aha": aha.to_dict(), "extent": extent.to_dict(),
                     "excluded_slices": {str(k): why for k, why in sorted(excluded.items())},
                     "min_island_pixels": LGE_MIN_ISLAND_PIXELS, "border_rims_dropped": True}
+    record_certainty(ctx, part, prediction)
     method = f"{extent.n_sd:g}-SD above remote myocardium"
     part.measure("lge_extent", extent.enhanced_percent, method=method)
     part.measure("lge_volume", extent.enhanced_ml, method=method)

@@ -10,7 +10,7 @@ from ...measurements import plausibility as plausible
 from ...stack import ImageStack
 from ..results import LabelMap, PartResult
 from .context import Context, MeasurementSpec, PartSpec, indices
-from .helpers import AHA_LABEL_NAMES, segments_on
+from .helpers import AHA_LABEL_NAMES, record_certainty, segments_on
 
 
 def map_part(quantity: str):
@@ -28,6 +28,7 @@ def map_part(quantity: str):
         part.notes += values.warnings
         part.results = {"quantity": quantity, "unit": "ms", "insertion_points_source": how,
                         "aha": None if aha is None else aha.to_dict(), "values": values.to_dict()}
+        record_certainty(ctx, part, prediction)
         part.measure(quantity, values.global_values.mean)
         for segment, region in sorted(values.segments.items()):
             part.measure(quantity, region.mean, segment=segment)

@@ -25,7 +25,7 @@ from .. import results as r
 from ..geometry import SaxReference, base_direction, plane_angle_deg
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSkipped, PartSpec, SaxState, indices
-from .helpers import body_size, flag_slices_without_lv
+from .helpers import body_size, flag_slices_without_lv, record_certainty
 
 _STROKE_VOLUME = Code("90096001", "SCT", "Stroke Volume")
 
@@ -59,6 +59,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     except ValueError as error:
         part.notes.append(f"base and apex not told apart: {error}")
     part.results["basal_end"] = basal_end
+    record_certainty(ctx, part, prediction, [function.ed_frame, function.es_frame])
     problems = short_axis_problems(labels[:, function.ed_frame], float(np.mean(stack.spacing[:2])), lv_blood=lv,
                                    lv_myocardium=myo, rv_blood=rv, basal_end=basal_end)
     part.results["structure_problems_at_ed"] = problems
