@@ -8,9 +8,10 @@ from collections import defaultdict
 
 import numpy as np
 import pydicom
+from pydicom.pixels import get_decoder
 
 from ..problems import Problem
-from ..stack import ImageStack
+from ..stack import MAX_VOXELS, ImageStack
 from .index import FrameAttributes, StackEntry, index_study, rescale_of
 
 
@@ -25,6 +26,9 @@ class StackLoadError(Exception):
 def load_stack(entry: StackEntry) -> ImageStack:
     """Read the pixels of an indexed stack as float32 physical values [slices, frames, rows, cols]."""
     rows, cols = entry.shape[2:]
+    if np.prod(entry.shape, dtype=np.int64) > MAX_VOXELS:
+        first = entry.frame_refs[0][0][0]
+        raise StackLoadError(Problem(first, f"stack of {entry.describe()} is over the limit of {MAX_VOXELS} voxels"))
     pixels = np.empty(entry.shape, dtype=np.float32)
     # Group the images by file so that a multi-frame file is decoded once.
     targets: dict[str, list[tuple[int, int, int | None]]] = defaultdict(list)
@@ -59,6 +63,7 @@ def _decode(path: str) -> tuple[pydicom.Dataset, np.ndarray]:
     ds = None
     try:
         ds = pydicom.dcmread(path)
+        _check_decoder(path, ds)
         array = ds.pixel_array
     except OSError as exc:
         raise StackLoadError(Problem(path, f"cannot read file: {exc.strerror or exc}")) from exc
@@ -69,6 +74,24 @@ def _decode(path: str) -> tuple[pydicom.Dataset, np.ndarray]:
     if array.ndim not in (2, 3):
         raise StackLoadError(Problem(path, f"unexpected pixel array shape {array.shape}"))
     return ds, array.reshape((-1, *array.shape[-2:]))
+
+
+def _check_decoder(path: str, ds: pydicom.Dataset) -> None:
+    """Name the transfer syntax and what to install when no installed plugin decodes it."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if getattr(ds, "file_meta", None) else None
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        reason = f"pixel data compressed as {syntax.name} ({syntax}), which pydicom cannot decode"
+        raise StackLoadError(Problem(path, reason)) from None
+    if not decoder.is_available:
+        reason = (
+            f"pixel data compressed as {syntax.name} ({syntax}) and no decoder for it is installed; "
+            f"install one of: {'; '.join(decoder.missing_dependencies)}"
+        )
+        raise StackLoadError(Problem(path, reason))
 
 
 def read_study(folder: str | os.PathLike) -> tuple[list[ImageStack], list[Problem]]:
