@@ -165,14 +165,15 @@ class ImageStack:
     def describe(self) -> str:
         s, f, r, c = self.pixels.shape
         sp = self.spacing
-        return (
-            f"{s} slice(s) x {f} frame(s) x {r}x{c}, "
-            f"{sp[0]:.2f}x{sp[1]:.2f}x{sp[2]:.2f} mm, {self.orientation}"
-        )
+        return f"{s} slice(s) x {f} frame(s) x {r}x{c}, {sp[0]:.2f}x{sp[1]:.2f}x{sp[2]:.2f} mm, {self.orientation}"
 
 
 def geometry_matrix(
-    origin: np.ndarray, row_direction: np.ndarray, column_direction: np.ndarray, spacing: np.ndarray, normal: np.ndarray | None = None
+    origin: np.ndarray,
+    row_direction: np.ndarray,
+    column_direction: np.ndarray,
+    spacing: np.ndarray,
+    normal: np.ndarray | None = None,
 ) -> np.ndarray:
     """IJK-to-LPS from DICOM-style geometry.
 

@@ -374,8 +374,9 @@ def _images_of(
     if sop_class == _MEDIA_STORAGE_DIRECTORY:
         raise _Skipped("DICOMDIR (media directory) skipped; images are found by walking the folder", "info")
     if sop_class == _SEGMENTATION_STORAGE:
-        raise _Skipped("DICOM Segmentation (labels derived from images, e.g. an earlier analysis), not an image; skipped",
-                       "info")
+        raise _Skipped(
+            "DICOM Segmentation (labels derived from images, e.g. an earlier analysis), not an image; skipped", "info"
+        )
     if len(ds) == 0:
         raise _Skipped("truncated DICOM file: nothing after the file meta header")
     last = ds.get_item(max(ds.keys()))
@@ -433,11 +434,6 @@ def _images_of(
 def _check_pixel_size(ds: Dataset, rows: int, cols: int, n_frames: int, declared: int) -> None:
     """Refuse, before anything is decoded, pixel data too large to load or smaller than the header says."""
     voxels = rows * cols * n_frames
-    if voxels > MAX_VOXELS:
-        raise _Skipped(
-            f"{rows} rows x {cols} columns x {n_frames} frame(s) = {voxels} voxels, "
-            f"over the reader's limit of {MAX_VOXELS} (2 GiB as float32)"
-        )
     bits = int(ds.get("BitsAllocated") or 0)
     if bits not in (1, 8, 16, 32, 64):
         raise _Skipped(f"invalid BitsAllocated {ds.get('BitsAllocated')}")
@@ -446,6 +442,11 @@ def _check_pixel_size(ds: Dataset, rows: int, cols: int, n_frames: int, declared
         raise _Skipped(
             f"pixel data holds {declared} bytes, but {rows} rows x {cols} columns x {n_frames} frame(s) "
             f"x {bits} bits need {needed}"
+        )
+    if voxels > MAX_VOXELS:  # compressed data can't be measured before decoding: its size is capped
+        raise _Skipped(
+            f"{rows} rows x {cols} columns x {n_frames} frame(s) = {voxels} voxels, "
+            f"over the reader's limit of {MAX_VOXELS} (2 GiB as float32)"
         )
 
 
@@ -756,7 +757,9 @@ def summarize(index: StudyIndex, max_problems_per_group: int = 20) -> str:
     if index.stacks:
         info = index.stacks[0].info
         patient = " ".join(filter(None, [info.patient_id, info.patient_name])) or "unknown"
-        lines.append(f"Patient: {patient}; study of {info.study_date or 'unknown date'} {info.study_description}".rstrip())
+        lines.append(
+            f"Patient: {patient}; study of {info.study_date or 'unknown date'} {info.study_description}".rstrip()
+        )
     series: dict[str, list[StackEntry]] = defaultdict(list)
     for stack in index.stacks:
         series[stack.info.series_uid].append(stack)

@@ -40,7 +40,9 @@ def load_stack(entry: StackEntry) -> ImageStack:
         ds, frames = _decode(path)
         if frames.shape[-2:] != (rows, cols):
             found = "x".join(map(str, frames.shape[-2:]))
-            raise StackLoadError(Problem(path, f"image is {found}, expected {rows}x{cols} (file changed since indexing?)"))
+            raise StackLoadError(
+                Problem(path, f"image is {found}, expected {rows}x{cols} (file changed since indexing?)")
+            )
         for k, t, frame_index in images:
             slope, intercept = rescale_of(FrameAttributes(ds, frame_index))
             pixels[k, t] = frames[frame_index or 0] * slope + intercept
