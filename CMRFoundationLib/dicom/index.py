@@ -10,6 +10,7 @@ Nothing here raises on bad input: every unusable file becomes a ``Problem``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import struct
 from collections import Counter, defaultdict
@@ -37,6 +38,9 @@ _UNDEFINED_LENGTH = 0xFFFFFFFF
 # DICOM media nest patient/study/series/image four to six folders deep; a tree deeper than
 # this is a link loop copied as folders or a hostile input, and is not searched further.
 MAX_FOLDER_DEPTH = 32
+# The most header bytes read before the pixel data. The largest real headers, enhanced files
+# with functional groups for thousands of frames, are tens of MiB.
+MAX_HEADER_BYTES = 128 << 20
 _GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 # Files that media and exports put beside the images (reports, viewers, thumbnails): skipped
 # as "info". Any other non-DICOM file may be a damaged image and stays an "error".
@@ -312,11 +316,52 @@ def _read_header(path: str) -> tuple[Dataset, tuple[int, int] | None]:
         size = os.path.getsize(path)
         if size == 0:
             raise _Skipped("empty file (0 bytes)")
-        with open(path, "rb") as fp:
-            ds = _dcmread_header(fp)
+        with _HeaderReader(path) as fp:
+            try:
+                ds = _dcmread_header(fp)
+            except Exception:
+                if fp.refused:  # pydicom turns some read errors into its own: say why reading stopped
+                    raise _Skipped(fp.refused) from None
+                raise
             return ds, _pixel_data_bytes(fp, ds, size)
     except OSError as exc:
         raise _Skipped(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+class _HeaderReader(io.BufferedReader):
+    """A file that stops a header parse running away: past MAX_HEADER_BYTES, or through a run of zeros.
+
+    pydicom reads zero bytes as endless empty elements (or sequence items), so a valid header
+    followed by a hole (a sparse or unfinished copy) would keep it busy for hours on a 2 GiB
+    file; and an element claiming gigabytes would be read into memory whole.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self.refused = ""
+        self._zero_reads = self._zeros_from = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        start = self.tell()
+        if size is None or size < 0 or start + size > MAX_HEADER_BYTES:
+            self.refused = (
+                f"the header goes on past {MAX_HEADER_BYTES >> 20} MiB (from byte {start}): corrupt or not DICOM"
+            )
+            raise _Skipped(self.refused)
+        data = super().read(size)
+        # Element and item headers are read 4 to 8 bytes at a time; real ones are never all zero
+        # many times in a row.
+        if 0 < len(data) <= 16 and not any(data):
+            self._zeros_from = self._zeros_from if self._zero_reads else start
+            self._zero_reads += 1
+        else:
+            self._zero_reads = 0
+        if self._zero_reads > 1000:
+            self.refused = (
+                f"only zero bytes from byte {self._zeros_from} on, inside the header: a hole or unfinished copy"
+            )
+            raise _Skipped(self.refused)
+        return data
 
 
 def _dcmread_header(fp: BinaryIO) -> Dataset:

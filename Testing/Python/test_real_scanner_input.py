@@ -458,3 +458,40 @@ def test_sparse_2gib_nifti_with_a_valid_header_is_refused_quickly(tmp_path):
         stacks, problems = read_any(path)
     assert stacks == [] and [p.path for p in problems] == [str(path)]
     assert f"1024 x 1024 x 1024 is {2**30} voxels, over the reader's limit of {MAX_VOXELS}" in problems[0].reason
+
+
+@pytest.mark.parametrize("case", ["hole_after_the_header", "hole_inside_a_sequence", "element_claiming_2gib"])
+def test_sparse_2gib_dicom_whose_header_runs_into_a_hole_is_refused_quickly(tmp_path, case):
+    """pydicom reads zeros as endless empty elements, and reads a huge element whole: both are stopped."""
+    write_mr_series(tmp_path, np.ones((1, 1, 2, 2)), AXIAL, SeriesInfo(), uid_seed=case)
+    path = tmp_path / "IM00001.dcm"
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    marker = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"  # the (undefined-length) item of the sequence below
+    if case == "hole_inside_a_sequence":
+        item = Dataset()
+        item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = ds.SOPClassUID, generate_uid()
+        ds.ReferencedImageSequence = [item]
+        ds["ReferencedImageSequence"].is_undefined_length = True
+        item.is_undefined_length_sequence_item = True
+    if case == "element_claiming_2gib":
+        ds.private_block(0x0029, "VENDOR BLOB", create=True).add_new(0x10, "OB", b"\x01\x02\x03\x04")
+    ds.save_as(path, enforce_file_format=True)
+    data = path.read_bytes()
+    if case == "hole_after_the_header":  # the header, then 2 GiB of nothing
+        sparse(path, data, len(data) + 2**31)
+    elif case == "hole_inside_a_sequence":  # cut just inside the sequence's item
+        start = data.index(marker) + len(marker)
+        sparse(path, data[:start], start + 2**31)
+    else:  # the blob's length says 2 GiB; the hole provides them, the pixel data follows
+        at = data.index(b"\x29\x00\x10\x10OB\x00\x00") + 8
+        with open(path, "wb") as f:
+            f.write(data[:at] + struct.pack("<L", 2**31))
+            f.seek(2**31, os.SEEK_CUR)
+            f.write(data[at + 8 :])
+        assert path.stat().st_blocks * 512 < 1 << 20
+    with Bounded(seconds=10):
+        stacks, problems = read_any(path)
+    assert stacks == [] and [p.path for p in problems] == [str(path)]
+    expected = "the header goes on past 128 MiB" if case == "element_claiming_2gib" else "only zero bytes from byte"
+    assert expected in problems[0].reason
