@@ -8,6 +8,7 @@ from collections import defaultdict
 
 import numpy as np
 import pydicom
+from pydicom.filereader import read_partial
 from pydicom.pixels import get_decoder
 
 from ..problems import Problem
@@ -64,7 +65,10 @@ def _decode(path: str) -> tuple[pydicom.Dataset, np.ndarray]:
     """The full dataset and its frames as [frames, rows, cols] stored values."""
     ds = None
     try:
-        ds = pydicom.dcmread(path)
+        with open(path, "rb") as fp:
+            # Nothing after the pixel data is needed, and pydicom would parse trailing zeros
+            # (a sparse or unfinished file) as endless empty elements.
+            ds = read_partial(fp, stop_when=_after_pixel_data(), force=True)
         _check_decoder(path, ds)
         array = ds.pixel_array
     except OSError as exc:
@@ -76,6 +80,20 @@ def _decode(path: str) -> tuple[pydicom.Dataset, np.ndarray]:
     if array.ndim not in (2, 3):
         raise StackLoadError(Problem(path, f"unexpected pixel array shape {array.shape}"))
     return ds, array.reshape((-1, *array.shape[-2:]))
+
+
+def _after_pixel_data():
+    """A ``stop_when`` for pydicom: read up to and including the pixel data, stop at the next element."""
+    seen = False
+
+    def stop_when(tag, vr, length) -> bool:
+        nonlocal seen
+        if seen:
+            return True
+        seen = tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)
+        return False
+
+    return stop_when
 
 
 def _check_decoder(path: str, ds: pydicom.Dataset) -> None:

@@ -495,3 +495,15 @@ def test_sparse_2gib_dicom_whose_header_runs_into_a_hole_is_refused_quickly(tmp_
     assert stacks == [] and [p.path for p in problems] == [str(path)]
     expected = "the header goes on past 128 MiB" if case == "element_claiming_2gib" else "only zero bytes from byte"
     assert expected in problems[0].reason
+
+
+def test_sparse_2gib_zeros_after_the_pixel_data_are_not_parsed(tmp_path):
+    """The image is whole; the hole after it (a preallocated, unfinished copy) is never read."""
+    pixels = marked(1, 1)
+    write_mr_series(tmp_path, pixels, AXIAL, SeriesInfo(), uid_seed="trailing")
+    path = tmp_path / "IM00001.dcm"
+    sparse(path, path.read_bytes(), path.stat().st_size + 2**31)
+    with Bounded(seconds=10):
+        stacks, problems = read_any(path)
+    assert problems == [] and len(stacks) == 1
+    np.testing.assert_array_equal(stacks[0].pixels[0, 0], pixels[0, 0])
