@@ -339,28 +339,34 @@ class _HeaderReader(io.BufferedReader):
     def __init__(self, path: str) -> None:
         super().__init__(io.FileIO(path, "rb"))
         self.refused = ""
-        self._zero_reads = self._zeros_from = 0
+        self._size = os.fstat(self.fileno()).st_size
+        self._reads = self._zero_reads = self._zeros_from = 0
 
     def read(self, size: int | None = -1, /) -> bytes:
-        start = self.tell()
-        if size is None or size < 0 or start + size > MAX_HEADER_BYTES:
-            self.refused = (
-                f"the header goes on past {MAX_HEADER_BYTES >> 20} MiB (from byte {start}): corrupt or not DICOM"
-            )
-            raise _Skipped(self.refused)
+        self._reads += 1
+        # Where the file is costs a system call: asked for big reads, and every 4096th small one.
+        if size is None or size < 0 or size > 4096 or self._reads % 4096 == 0:
+            start = self.tell()
+            end = self._size if size is None or size < 0 else start + size  # a deflated file is read whole
+            if end > MAX_HEADER_BYTES:
+                self.refused = (
+                    f"the header goes on past {MAX_HEADER_BYTES >> 20} MiB (from byte {start}): corrupt or not DICOM"
+                )
+                raise _Skipped(self.refused)
         data = super().read(size)
         # Element and item headers are read 4 to 8 bytes at a time; real ones are never all zero
         # many times in a row.
         if 0 < len(data) <= 16 and not any(data):
-            self._zeros_from = self._zeros_from if self._zero_reads else start
+            if not self._zero_reads:
+                self._zeros_from = self.tell() - len(data)
             self._zero_reads += 1
+            if self._zero_reads > 1000:
+                self.refused = (
+                    f"only zero bytes from byte {self._zeros_from} on, inside the header: a hole or unfinished copy"
+                )
+                raise _Skipped(self.refused)
         else:
             self._zero_reads = 0
-        if self._zero_reads > 1000:
-            self.refused = (
-                f"only zero bytes from byte {self._zeros_from} on, inside the header: a hole or unfinished copy"
-            )
-            raise _Skipped(self.refused)
         return data
 
 
