@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import resource
 import shutil
 import struct
 import time
@@ -41,6 +40,8 @@ from test_broken_inputs import dicomdir, save_with_meta, structured_report
 
 AXIAL = geometry_matrix(np.array([-20.0, 10.0, 5.0]), [1, 0, 0], [0, 1, 0], np.array([1.5, 1.5, 8.0]))
 HEART_SAMPLE = SHARED_DATA / "dicom_samples" / "MR-MONO2-8-16x-heart.dcm"
+# Sparse files, folder descriptors and peak-memory accounting as used here are POSIX.
+posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX sparse files, dir_fd and getrusage")
 
 
 def marked(n_slices: int, n_frames: int, rows: int = 8, cols: int = 8) -> np.ndarray:
@@ -361,16 +362,21 @@ class Bounded:
         self.seconds, self.mib = seconds, mib
 
     def __enter__(self):
+        import resource  # POSIX only
+
         self.start, self.peak = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return self
 
     def __exit__(self, *exc):
+        import resource
+
         if exc[0] is None:
             assert time.monotonic() - self.start < self.seconds
             grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.peak
             assert grown_kib < self.mib * 1024, f"peak memory grew by {grown_kib / 1024:.0f} MiB"
 
 
+@posix_only
 def test_deeply_nested_folders_are_walked_without_recursion_and_capped(tmp_path):
     study = tmp_path / "study"
     write_mr_series(study, marked(2, 1), AXIAL, SeriesInfo(), uid_seed="deep")
@@ -392,6 +398,7 @@ def test_deeply_nested_folders_are_walked_without_recursion_and_capped(tmp_path)
     assert f"more than {MAX_FOLDER_DEPTH} folder levels below" in problem.reason
 
 
+@posix_only
 @pytest.mark.parametrize(
     "case", ["rows_columns_65535", "huge_enhanced_frames", "enhanced_frame_count_mismatch", "compressed_65535"]
 )
@@ -430,6 +437,7 @@ def sparse(path, header: bytes, size: int) -> None:
     assert path.stat().st_size == size and path.stat().st_blocks * 512 < 1 << 20
 
 
+@posix_only
 def test_sparse_2gib_dicom_with_a_valid_header_is_refused_quickly(tmp_path):
     write_mr_series(tmp_path, np.ones((1, 1, 2, 2)), AXIAL, SeriesInfo(), uid_seed="sparse")
     path = tmp_path / "IM00001.dcm"
@@ -446,6 +454,7 @@ def test_sparse_2gib_dicom_with_a_valid_header_is_refused_quickly(tmp_path):
     assert f"32768 rows x 32768 columns x 1 frame(s) = {2**30} voxels, over the reader's limit" in problems[0].reason
 
 
+@posix_only
 def test_sparse_2gib_nifti_with_a_valid_header_is_refused_quickly(tmp_path):
     small = tmp_path / "small.nii"
     write_volume(np.zeros((2, 2, 2), np.int16), AXIAL, small)
@@ -460,6 +469,7 @@ def test_sparse_2gib_nifti_with_a_valid_header_is_refused_quickly(tmp_path):
     assert f"1024 x 1024 x 1024 is {2**30} voxels, over the reader's limit of {MAX_VOXELS}" in problems[0].reason
 
 
+@posix_only
 @pytest.mark.parametrize("case", ["hole_after_the_header", "hole_inside_a_sequence", "element_claiming_2gib"])
 def test_sparse_2gib_dicom_whose_header_runs_into_a_hole_is_refused_quickly(tmp_path, case):
     """pydicom reads zeros as endless empty elements, and reads a huge element whole: both are stopped."""
@@ -497,6 +507,7 @@ def test_sparse_2gib_dicom_whose_header_runs_into_a_hole_is_refused_quickly(tmp_
     assert expected in problems[0].reason
 
 
+@posix_only
 def test_sparse_2gib_zeros_after_the_pixel_data_are_not_parsed(tmp_path):
     """The image is whole; the hole after it (a preallocated, unfinished copy) is never read."""
     pixels = marked(1, 1)
