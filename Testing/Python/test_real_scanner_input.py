@@ -206,11 +206,15 @@ def test_real_philips_multiframe_without_geometry_is_reported_not_loaded():
 def test_field_strength_written_in_gauss_is_read_as_tesla(tmp_path):
     write_mr_series(tmp_path / "g", np.ones((2, 1, 8, 8)), AXIAL, SeriesInfo(field_strength=15000), uid_seed="gauss")
     write_mr_series(tmp_path / "t", np.ones((2, 1, 8, 8)), AXIAL, SeriesInfo(field_strength=3), uid_seed="tesla")
+    write_mr_series(tmp_path / "x", np.ones((2, 1, 8, 8)), AXIAL, SeriesInfo(field_strength=50), uid_seed="neither")
     [gauss], _ = read_study(tmp_path / "g")
     [tesla], _ = read_study(tmp_path / "t")
+    [neither], _ = read_study(tmp_path / "x")
     assert gauss.info.field_strength == pytest.approx(1.5)
     assert "MagneticFieldStrength 15000 read as gauss: 1.5 T" in gauss.warnings
     assert tesla.info.field_strength == 3.0 and tesla.warnings == []
+    assert neither.info.field_strength is None  # 50 T or 0.005 T: no MR scanner
+    assert "MagneticFieldStrength 50 is neither tesla nor gauss; ignored" in neither.warnings
 
 
 def test_cine_without_trigger_times_is_timed_over_the_rr_interval(tmp_path):
@@ -429,6 +433,20 @@ def test_headers_implying_more_pixels_than_the_file_holds(tmp_path, case):
     assert [p.path for p in only(index.problems, path)] == [str(path)]  # found from the header, before decoding
     assert expected in only(problems, path)[0].reason
     assert len(stacks) == (0 if enhanced else 1)  # the other images of the series still load
+
+
+def test_stack_over_the_voxel_limit_is_not_allocated(tmp_path, monkeypatch):
+    """Each file is under the limit, the stack of all of them is not: refused before allocating."""
+    import CMRFoundationLib.dicom.load as load
+
+    write_mr_series(tmp_path, np.ones((3, 2, 8, 8)), AXIAL, SeriesInfo(), frame_times=[0, 40], uid_seed="cap")
+    monkeypatch.setattr(load, "MAX_VOXELS", 3 * 2 * 8 * 8 - 1)  # a small limit stands for 2**29
+    stacks, problems = read_study(tmp_path)
+    assert stacks == [] and len(problems) == 1
+    assert (
+        problems[0].path == str(tmp_path / "IM00001.dcm")
+        and f"over the limit of {3 * 2 * 8 * 8 - 1} voxels" in problems[0].reason
+    )
 
 
 def sparse(path, header: bytes, size: int) -> None:
