@@ -94,6 +94,17 @@ def test_nifti_with_slightly_sheared_axes_is_made_orthonormal_with_a_note(tmp_pa
     assert len(stacks) == 1 and problems == []
 
 
+def test_cli_index_shows_the_note_of_a_corrected_nifti(tmp_path, capsys):
+    from CMRFoundationLib.cli import main
+
+    path, _, _ = sheared_nifti(tmp_path, ".nii", shear=0.002)
+    assert main(["index", str(path)]) == 0
+    assert (
+        "warning: NIfTI sform axes up to 0.115 degrees from perpendicular were made orthonormal"
+        in capsys.readouterr().out
+    )
+
+
 def test_nifti_with_strongly_sheared_axes_is_refused(tmp_path):
     path, _, _ = sheared_nifti(tmp_path, ".nii", shear=0.1)  # 5.7 degrees: voxels would move by millimetres
     stacks, problems = read_any(path)
