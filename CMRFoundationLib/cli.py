@@ -45,7 +45,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(json.dumps({"path": str(path), "stack": stack.describe()}) if args.json else f"{path}: {stack.describe()}")
+        if args.json:
+            print(json.dumps({"path": str(path), "stack": stack.describe(), "warnings": stack.warnings}))
+        else:
+            print("\n".join([f"{path}: {stack.describe()}", *(f"  warning: {w}" for w in stack.warnings)]))
         return 0
     index = index_study(path)
     print(json.dumps(index.to_dict(), indent=1) if args.json else summarize(index))

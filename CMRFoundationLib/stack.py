@@ -20,6 +20,11 @@ import numpy as np
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
+# The most voxels a reader will decode into one file's or one stack's float32 pixels: 2**29
+# voxels are 2 GiB. A CMR cine (20 slices x 30 frames x 512 x 512) is 0.16 * 2**30 voxels;
+# anything beyond the cap is a corrupt or hostile header, refused before any allocation.
+MAX_VOXELS = 2**29
+
 
 @dataclass
 class SeriesInfo:
@@ -160,14 +165,15 @@ class ImageStack:
     def describe(self) -> str:
         s, f, r, c = self.pixels.shape
         sp = self.spacing
-        return (
-            f"{s} slice(s) x {f} frame(s) x {r}x{c}, "
-            f"{sp[0]:.2f}x{sp[1]:.2f}x{sp[2]:.2f} mm, {self.orientation}"
-        )
+        return f"{s} slice(s) x {f} frame(s) x {r}x{c}, {sp[0]:.2f}x{sp[1]:.2f}x{sp[2]:.2f} mm, {self.orientation}"
 
 
 def geometry_matrix(
-    origin: np.ndarray, row_direction: np.ndarray, column_direction: np.ndarray, spacing: np.ndarray, normal: np.ndarray | None = None
+    origin: np.ndarray,
+    row_direction: np.ndarray,
+    column_direction: np.ndarray,
+    spacing: np.ndarray,
+    normal: np.ndarray | None = None,
 ) -> np.ndarray:
     """IJK-to-LPS from DICOM-style geometry.
 

@@ -7,13 +7,17 @@ multi-component "list" axis as Slicer writes sequences) becomes the frame axis.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import itertools
 import os
+import struct
 
 import numpy as np
 
 from .dicom import StackLoadError, index_study, load_stack, read_study
 from .problems import Problem
-from .stack import ImageStack, SeriesInfo
+from .stack import LPS_TO_RAS, MAX_VOXELS, ImageStack, SeriesInfo
 
 VOLUME_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
@@ -31,8 +35,28 @@ def read_volume(path: str | os.PathLike) -> ImageStack:
         raise ValueError(f"{path}: unsupported file type (expected one of {', '.join(VOLUME_EXTENSIONS)})")
     import SimpleITK as sitk  # here, not at the top: training on a machine without it reads .npz only
 
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    nifti = _nifti1_header(path)
+    warnings: list[str] = []
+    orthonormalised = None  # the corrected geometry of a NIfTI whose sform ITK refuses
     try:
-        image = sitk.ReadImage(path)
+        reader.ReadImageInformation()  # the header only: sizes are checked before any pixel is read
+    except RuntimeError as exc:
+        if "orthonormal" not in str(exc):
+            raise ValueError(f"{path}: cannot read volume ({_itk_message(exc)})") from exc
+        orthonormalised, note = _orthonormalised_sform(path, nifti)  # ValueError when the deviation is large
+        warnings.append(note)
+    try:
+        with _sform_permissive(orthonormalised is not None):
+            reader.ReadImageInformation()
+            voxels = int(np.prod(reader.GetSize(), dtype=np.int64)) * reader.GetNumberOfComponents()
+            if voxels > MAX_VOXELS:
+                size = " x ".join(map(str, reader.GetSize()))
+                raise ValueError(f"{path}: {size} is {voxels} voxels, over the reader's limit of {MAX_VOXELS}")
+            if nifti is not None:
+                _check_nifti_length(path, nifti)  # ITK fills a truncated NIfTI with zeros, silently
+            image = reader.Execute()
     except RuntimeError as exc:
         raise ValueError(f"{path}: cannot read volume ({_itk_message(exc)})") from exc
 
@@ -56,8 +80,147 @@ def read_volume(path: str | os.PathLike) -> ImageStack:
     ijk_to_lps = np.eye(4)
     ijk_to_lps[:spatial, :spatial] = direction * np.array(image.GetSpacing()[:spatial])
     ijk_to_lps[:spatial, 3] = image.GetOrigin()[:spatial]
+    if orthonormalised is not None:
+        ijk_to_lps = orthonormalised
     info = SeriesInfo(modality="", series_description=os.path.basename(path))
-    return ImageStack(pixels=np.ascontiguousarray(pixels), ijk_to_lps=ijk_to_lps, info=info)
+    stack = ImageStack(pixels=np.ascontiguousarray(pixels), ijk_to_lps=ijk_to_lps, info=info, warnings=warnings)
+    _apply_info_cfg(stack, path)
+    return stack
+
+
+def _nifti1_header(path: str) -> dict | None:
+    """The NIfTI-1 header fields this module checks, or None for other files (ITK judges those)."""
+    if not path.lower().endswith((".nii", ".nii.gz")):
+        return None
+    header = b""
+    with contextlib.suppress(OSError, EOFError), (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as f:
+        header = f.read(348)
+    endian = next((e for e in "<>" if len(header) == 348 and struct.unpack_from(e + "i", header)[0] == 348), None)
+    if endian is None:
+        return None
+    dims = struct.unpack_from(endian + "8h", header, 40)
+    return {
+        "shape": [max(n, 1) for n in dims[1 : 1 + min(max(dims[0], 1), 7)]],
+        "bitpix": struct.unpack_from(endian + "h", header, 72)[0],
+        "vox_offset": struct.unpack_from(endian + "f", header, 108)[0],
+        "sform_code": struct.unpack_from(endian + "h", header, 254)[0],
+        "sform": np.array(struct.unpack_from(endian + "12f", header, 280), dtype=float).reshape(3, 4),
+    }
+
+
+def _check_nifti_length(path: str, nifti: dict) -> None:
+    """Refuse a NIfTI whose file holds fewer bytes than its header's image needs."""
+    needed = int(nifti["vox_offset"]) + int(np.prod(nifti["shape"], dtype=np.int64)) * max(nifti["bitpix"], 0) // 8
+    if path.lower().endswith(".gz"):
+        present = 0  # the uncompressed length is only known by inflating (stopping once there is enough)
+        try:
+            with gzip.open(path, "rb") as f:
+                while present < needed and (chunk := f.read(1 << 24)):
+                    present += len(chunk)
+        except (OSError, EOFError) as exc:  # a cut gzip stream ends without its end marker
+            raise ValueError(f"{path}: truncated or corrupt gzip data ({exc})") from exc
+    else:
+        present = os.path.getsize(path)
+    if present < needed:
+        shape = " x ".join(map(str, nifti["shape"]))
+        raise ValueError(
+            f"{path}: truncated file: {shape} voxels of {nifti['bitpix']} bits need {needed} bytes, "
+            f"the file holds {present}"
+        )
+
+
+def _orthonormalised_sform(path: str, nifti: dict | None) -> tuple[np.ndarray, str]:
+    """IJK-to-LPS of a NIfTI-1 file whose sform axes are not quite perpendicular, made so; and a note.
+
+    Converters write direction cosines rounded to a few decimals, and ITK (5.4) refuses any
+    sform that is not orthonormal to its precision when there is no qform to fall back on.
+    The nearest orthonormal axes (SVD, voxel sizes kept) are accepted when no voxel of the
+    grid moves by more than half the smallest voxel size: then every voxel keeps its place
+    to within its own extent. A larger correction would misplace the image; it is refused.
+    """
+    if nifti is None or nifti["sform_code"] <= 0:
+        raise ValueError(f"{path}: no orthonormal direction cosines, and no NIfTI-1 sform to correct")
+    sform = nifti["sform"]
+    linear, spacing = sform[:, :3], np.linalg.norm(sform[:, :3], axis=0)
+    if not np.all(np.isfinite(sform)) or not np.all(spacing > 0):
+        raise ValueError(f"{path}: degenerate sform {sform.tolist()}")
+    u, _, vt = np.linalg.svd(linear / spacing)
+    fixed = (u @ vt) * spacing
+    corners = np.array(list(itertools.product(*[(0, n - 1) for n in (nifti["shape"] + [1, 1])[:3]])), dtype=float)
+    shift = float(np.linalg.norm((linear - fixed) @ corners.T, axis=0).max())
+    cosines = (linear / spacing).T @ (linear / spacing) - np.eye(3)
+    angle = float(np.degrees(np.arcsin(min(1.0, np.abs(cosines).max()))))
+    tolerance = 0.5 * float(spacing.min())
+    if shift > tolerance:
+        raise ValueError(
+            f"{path}: the sform's axes are up to {angle:.2f} degrees from perpendicular; making them so would "
+            f"move voxels by up to {shift:.2f} mm, more than half a voxel ({tolerance:.2f} mm): refused"
+        )
+    ijk_to_ras = np.eye(4)
+    ijk_to_ras[:3, :3], ijk_to_ras[:3, 3] = fixed, sform[:, 3]
+    note = (
+        f"NIfTI sform axes up to {angle:.3f} degrees from perpendicular were made orthonormal; "
+        f"no voxel moved by more than {shift:.3f} mm (tolerance: half a voxel, {tolerance:.2f} mm)"
+    )
+    return LPS_TO_RAS @ ijk_to_ras, note
+
+
+@contextlib.contextmanager
+def _sform_permissive(enabled: bool):
+    """Let ITK read the pixels of a NIfTI whose sform it would refuse (its geometry is replaced)."""
+    if not enabled:
+        yield
+        return
+    import SimpleITK as sitk
+
+    key, previous, display = "ITK_NIFTI_SFORM_PERMISSIVE", os.environ.get("ITK_NIFTI_SFORM_PERMISSIVE"), None
+    os.environ[key] = "1"
+    display = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # our own note says what was done
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(display)
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def _apply_info_cfg(stack: ImageStack, path: str) -> None:
+    """Use an ACDC-style Info.cfg beside the volume: height, weight, and the ED and ES frames of a cine.
+
+    ACDC writes "ED: 1", "ES: 12" (1-based frames), "Height: 184.0" (cm), "Weight: 95.0" (kg)
+    and "NbFrame: 30". Its "Group" (the diagnosis) is deliberately not read: it is the answer
+    an analysis must find, not an input.
+    """
+    config = os.path.join(os.path.dirname(path), "Info.cfg")
+    if not os.path.isfile(config):
+        return
+    values: dict[str, float] = {}
+    with open(config, encoding="utf-8", errors="replace") as f:
+        for line in f.read(65536).splitlines():  # a config is a few lines; don't read a huge file
+            key, _, value = line.partition(":")
+            with contextlib.suppress(ValueError):
+                values[key.strip().lower()] = float(value)
+    used = []
+    height, weight = values.get("height", 0.0), values.get("weight", 0.0)
+    if 50 <= height <= 250:  # cm
+        stack.info.patient_size, used = height / 100.0, [*used, f"height {height:g} cm"]
+    if 2 <= weight <= 400:
+        stack.info.patient_weight, used = weight, [*used, f"weight {weight:g} kg"]
+    n_frames = stack.n_frames
+    ed, es, listed = values.get("ed"), values.get("es"), values.get("nbframe")
+    if n_frames > 1 and ed is not None and es is not None:
+        if listed is not None and listed != n_frames:
+            stack.warnings.append(f"{config}: NbFrame {listed:g} but the volume has {n_frames} frames; ED/ES not used")
+        elif all(1 <= frame <= n_frames and frame == int(frame) for frame in (ed, es)):
+            stack.info.extra["ed_frame"], stack.info.extra["es_frame"] = int(ed) - 1, int(es) - 1  # 0-based
+            used.append(f"ED frame {ed:g}, ES frame {es:g}")
+        else:
+            stack.warnings.append(f"{config}: ED {ed:g} / ES {es:g} are not frames of this {n_frames}-frame volume")
+    if used:
+        stack.warnings.append(f"from {config}: {', '.join(used)}")
 
 
 def write_volume(

@@ -10,6 +10,7 @@ Nothing here raises on bad input: every unusable file becomes a ``Problem``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import struct
 from collections import Counter, defaultdict
@@ -25,7 +26,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from ..problems import Problem
-from ..stack import SeriesInfo, geometry_matrix, orientation_label
+from ..stack import MAX_VOXELS, SeriesInfo, geometry_matrix, orientation_label
 
 FrameRef = tuple[str, int | None]  # (file, 0-based frame index in a multi-frame file, None for single-frame)
 
@@ -34,6 +35,31 @@ _SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM SEG: labels, not
 _PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # Pixel Data, Float and Double Float Pixel Data
 _SAME_DIRECTION = np.cos(np.radians(1.0))  # orientations within 1 degree belong to one stack
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# DICOM media nest patient/study/series/image four to six folders deep; a tree deeper than
+# this is a link loop copied as folders or a hostile input, and is not searched further.
+MAX_FOLDER_DEPTH = 32
+# The most header bytes read before the pixel data. The largest real headers, enhanced files
+# with functional groups for thousands of frames, are tens of MiB.
+MAX_HEADER_BYTES = 128 << 20
+_GEOMETRY = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+# Files that media and exports put beside the images (reports, viewers, thumbnails): skipped
+# as "info". Any other non-DICOM file may be a damaged image and stays an "error".
+_KNOWN_NOT_DICOM = {
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"BM": "a BMP image",
+    b"PK\x03\x04": "a ZIP archive",
+    b"MZ": "a Windows program",
+    b"<?xml": "an XML file",
+    b"\xd0\xcf\x11\xe0": "a Windows thumbnail cache or Office document",
+}
+_DOCUMENT_SUFFIXES = {
+    ".txt", ".pdf", ".xml", ".htm", ".html", ".json", ".csv", ".ini", ".cfg", ".inf", ".log", ".md", ".rtf",
+    ".doc", ".docx", ".xls", ".xlsx", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".zip", ".exe", ".dll", ".bat",
+    ".js", ".css", ".db",
+}  # fmt: skip
 
 
 @dataclass
@@ -161,6 +187,7 @@ class _Image:
     pixel_spacing: tuple[float, float]  # (between rows, between columns), as in PixelSpacing
     rows: int
     cols: int
+    series_notes: list[str]  # header values corrected for the whole series, shared by its images
     image_type: tuple[str, ...]
     trigger_time: float | None
     inversion_time: float | None
@@ -168,6 +195,7 @@ class _Image:
     instance_number: int | None
     temporal_index: int | None
     nominal_slice_spacing: float | None  # SpacingBetweenSlices, else SliceThickness
+    cardiac_images: int | None  # CardiacNumberOfImages: the cine phases per slice
 
     def frame_order(self) -> tuple:
         def last_if_missing(value: float | None) -> tuple[bool, float]:
@@ -204,7 +232,7 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
 
     images: list[_Image] = []
     first_file_of_sop: dict[str, str] = {}
-    series_infos: dict[str, SeriesInfo] = {}
+    series_infos: dict[str, tuple[SeriesInfo, list[str]]] = {}
     for path in _files(root, recursive, index.problems):
         index.n_files += 1
         try:
@@ -239,21 +267,40 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
 
 
 def _files(root: str, recursive: bool, problems: list[Problem]):
-    """Regular, non-hidden files under ``root`` in a stable order."""
+    """Regular, non-hidden files under ``root`` in a stable order, at most MAX_FOLDER_DEPTH folders down.
 
-    def unlistable(error: OSError) -> None:
-        problems.append(Problem(str(error.filename), f"cannot list folder: {error.strerror}"))
-
-    for folder, subfolders, names in os.walk(root, onerror=unlistable):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith(".")) if recursive else []
-        for name in sorted(names):
-            if name.startswith("."):
+    An explicit stack, not recursion: os.walk recurses before Python 3.12 and overflows on a
+    tree 1000 folders deep. Links to folders are not followed (as in os.walk), so no loops.
+    """
+    pending = [(root, 0)]
+    while pending:
+        folder, depth = pending.pop()
+        try:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda entry: entry.name)
+        except OSError as error:
+            problems.append(Problem(folder, f"cannot list folder: {error.strerror}"))
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                problems.append(Problem(path, "not a regular file (broken link, pipe or device); skipped", "warning"))
-                continue
-            yield path
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    subfolders.append(entry.path)
+            elif entry.is_file():
+                yield entry.path
+            else:
+                problems.append(
+                    Problem(entry.path, "not a regular file (broken link, pipe or device); skipped", "warning")
+                )
+        if not recursive:
+            return
+        if depth >= MAX_FOLDER_DEPTH:
+            reason = f"more than {MAX_FOLDER_DEPTH} folder levels below {root}; not searched"
+            problems += [Problem(subfolder, reason, "warning") for subfolder in subfolders]
+            continue
+        pending += [(subfolder, depth + 1) for subfolder in reversed(subfolders)]
 
 
 def _read_header(path: str) -> tuple[Dataset, tuple[int, int] | None]:
@@ -269,11 +316,58 @@ def _read_header(path: str) -> tuple[Dataset, tuple[int, int] | None]:
         size = os.path.getsize(path)
         if size == 0:
             raise _Skipped("empty file (0 bytes)")
-        with open(path, "rb") as fp:
-            ds = _dcmread_header(fp)
+        with _HeaderReader(path) as fp:
+            try:
+                ds = _dcmread_header(fp)
+            except Exception:
+                if fp.refused:  # pydicom turns some read errors into its own: say why reading stopped
+                    raise _Skipped(fp.refused) from None
+                raise
             return ds, _pixel_data_bytes(fp, ds, size)
     except OSError as exc:
         raise _Skipped(f"cannot read file: {exc.strerror or exc}") from exc
+
+
+class _HeaderReader(io.BufferedReader):
+    """A file that stops a header parse running away: past MAX_HEADER_BYTES, or through a run of zeros.
+
+    pydicom reads zero bytes as endless empty elements (or sequence items), so a valid header
+    followed by a hole (a sparse or unfinished copy) would keep it busy for hours on a 2 GiB
+    file; and an element claiming gigabytes would be read into memory whole.
+    """
+
+    def __init__(self, path: str) -> None:
+        super().__init__(io.FileIO(path, "rb"))
+        self.refused = ""
+        self._size = os.fstat(self.fileno()).st_size
+        self._reads = self._zero_reads = self._zeros_from = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        self._reads += 1
+        # Where the file is costs a system call: asked for big reads, and every 4096th small one.
+        if size is None or size < 0 or size > 4096 or self._reads % 4096 == 0:
+            start = self.tell()
+            end = self._size if size is None or size < 0 else start + size  # a deflated file is read whole
+            if end > MAX_HEADER_BYTES:
+                self.refused = (
+                    f"the header goes on past {MAX_HEADER_BYTES >> 20} MiB (from byte {start}): corrupt or not DICOM"
+                )
+                raise _Skipped(self.refused)
+        data = super().read(size)
+        # Element and item headers are read 4 to 8 bytes at a time; real ones are never all zero
+        # many times in a row.
+        if 0 < len(data) <= 16 and not any(data):
+            if not self._zero_reads:
+                self._zeros_from = self.tell() - len(data)
+            self._zero_reads += 1
+            if self._zero_reads > 1000:
+                self.refused = (
+                    f"only zero bytes from byte {self._zeros_from} on, inside the header: a hole or unfinished copy"
+                )
+                raise _Skipped(self.refused)
+        else:
+            self._zero_reads = 0
+        return data
 
 
 def _dcmread_header(fp: BinaryIO) -> Dataset:
@@ -283,9 +377,19 @@ def _dcmread_header(fp: BinaryIO) -> Dataset:
         # Files without the preamble and "DICM" marker (ACR-NEMA style) start with a group 0008 element.
         fp.seek(0)
         if fp.read(2) != b"\x08\x00":
-            raise _Skipped("not a DICOM file (no 'DICM' marker)") from None
+            raise _not_dicom(fp) from None
         fp.seek(0)
         return pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+
+
+def _not_dicom(fp: BinaryIO) -> _Skipped:
+    fp.seek(0)
+    start = fp.read(8)
+    kind = next((name for magic, name in _KNOWN_NOT_DICOM.items() if start.startswith(magic)), None)
+    suffix = os.path.splitext(getattr(fp, "name", ""))[1].lower()
+    if kind or suffix in _DOCUMENT_SUFFIXES:
+        return _Skipped(f"not a DICOM file ({kind or 'a ' + suffix + ' file'}); skipped", "info")
+    return _Skipped("not a DICOM file (no 'DICM' marker)")
 
 
 def _pixel_data_bytes(fp: BinaryIO, ds: Dataset, file_size: int) -> tuple[int, int] | None:
@@ -308,7 +412,7 @@ def _pixel_data_bytes(fp: BinaryIO, ds: Dataset, file_size: int) -> tuple[int, i
 
 
 def _images_of(
-    path: str, ds: Dataset, pixel_bytes: tuple[int, int] | None, series_infos: dict[str, SeriesInfo]
+    path: str, ds: Dataset, pixel_bytes: tuple[int, int] | None, series_infos: dict[str, tuple[SeriesInfo, list[str]]]
 ) -> list[_Image]:
     """The placeable images of one DICOM file, or ``_Skipped`` saying why there are none.
 
@@ -321,8 +425,9 @@ def _images_of(
     if sop_class == _MEDIA_STORAGE_DIRECTORY:
         raise _Skipped("DICOMDIR (media directory) skipped; images are found by walking the folder", "info")
     if sop_class == _SEGMENTATION_STORAGE:
-        raise _Skipped("DICOM Segmentation (labels derived from images, e.g. an earlier analysis), not an image; skipped",
-                       "info")
+        raise _Skipped(
+            "DICOM Segmentation (labels derived from images, e.g. an earlier analysis), not an image; skipped", "info"
+        )
     if len(ds) == 0:
         raise _Skipped("truncated DICOM file: nothing after the file meta header")
     last = ds.get_item(max(ds.keys()))
@@ -345,26 +450,67 @@ def _images_of(
         raise _Skipped("missing Rows/Columns")
 
     n_frames = int(ds.get("NumberOfFrames") or 1)
-    if "PerFrameFunctionalGroupsSequence" in ds:
-        frame_indices: list[int | None] = list(range(n_frames))
-    elif n_frames > 1:
-        raise _Skipped(
-            f"multi-frame image ({n_frames} frames) without per-frame functional groups: frames cannot be placed",
-            "warning",
-        )
-    else:
-        frame_indices = [None]
+    if n_frames < 1:
+        raise _Skipped(f"invalid NumberOfFrames {n_frames}")
+    _check_pixel_size(ds, rows, cols, n_frames, declared)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) != n_frames:
+        # Checked before building one image per frame: a forged NumberOfFrames would exhaust memory.
+        raise _Skipped(f"NumberOfFrames is {n_frames} but PerFrameFunctionalGroupsSequence describes {len(per_frame)}")
+    if per_frame is None and n_frames > 1:
+        # A classic multi-frame image (e.g. an old single-slice cine): all frames share the
+        # top-level geometry, and FrameTime or FrameTimeVector times them.
+        missing = [keyword for keyword in _GEOMETRY if ds.get(keyword) in (None, "", [])]
+        if missing:
+            raise _Skipped(
+                f"multi-frame image ({n_frames} frames) without {', '.join(missing)}: its frames cannot be placed in space"
+            )
+    frame_indices: list[int | None] = list(range(n_frames)) if n_frames > 1 or per_frame is not None else [None]
 
     series_uid = str(ds.get("SeriesInstanceUID", ""))
     if series_uid not in series_infos:
         series_infos[series_uid] = _series_info(FrameAttributes(ds, frame_indices[0]))
-    info = series_infos[series_uid]
+    info, notes = series_infos[series_uid]
     images = []
     for frame_index in frame_indices:
         attributes = FrameAttributes(ds, frame_index)
         where = "" if frame_index is None else f"frame {frame_index + 1}: "
-        images.append(_image(path, frame_index, sop_uid, info, rows, cols, attributes, where))
+        images.append(_image(path, frame_index, sop_uid, info, notes, rows, cols, attributes, where))
+    if per_frame is None and n_frames > 1:
+        for image, time in zip(images, _classic_frame_times(ds, n_frames, images[0].trigger_time)):
+            image.trigger_time = time
     return images
+
+
+def _check_pixel_size(ds: Dataset, rows: int, cols: int, n_frames: int, declared: int) -> None:
+    """Refuse, before anything is decoded, pixel data too large to load or smaller than the header says."""
+    voxels = rows * cols * n_frames
+    bits = int(ds.get("BitsAllocated") or 0)
+    if bits not in (1, 8, 16, 32, 64):
+        raise _Skipped(f"invalid BitsAllocated {ds.get('BitsAllocated')}")
+    needed = (voxels * bits + 7) // 8
+    if declared != _UNDEFINED_LENGTH and declared < needed:
+        raise _Skipped(
+            f"pixel data holds {declared} bytes, but {rows} rows x {cols} columns x {n_frames} frame(s) "
+            f"x {bits} bits need {needed}"
+        )
+    if voxels > MAX_VOXELS:  # compressed data can't be measured before decoding: its size is capped
+        raise _Skipped(
+            f"{rows} rows x {cols} columns x {n_frames} frame(s) = {voxels} voxels, "
+            f"over the reader's limit of {MAX_VOXELS} (2 GiB as float32)"
+        )
+
+
+def _classic_frame_times(ds: Dataset, n_frames: int, start: float | None) -> list[float | None]:
+    """Frame times of a classic multi-frame image: FrameTimeVector holds the increments, FrameTime the step."""
+    vector = ds.get("FrameTimeVector")
+    if vector is not None and len(vector) == n_frames:
+        steps = [_float(value) or 0.0 for value in vector]
+    elif _float(ds.get("FrameTime")):
+        steps = [0.0] + [_float(ds.get("FrameTime"))] * (n_frames - 1)
+    else:
+        return [None] * n_frames
+    return [float(t) for t in (start or 0.0) + np.cumsum(steps)]
 
 
 def _image(
@@ -372,14 +518,13 @@ def _image(
     frame_index: int | None,
     sop_uid: str,
     info: SeriesInfo,
+    series_notes: list[str],
     rows: int,
     cols: int,
     a: FrameAttributes,
     where: str,
 ) -> _Image:
-    geometry = {
-        keyword: a.get(keyword) for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
-    }
+    geometry = {keyword: a.get(keyword) for keyword in _GEOMETRY}
     missing = [keyword for keyword, value in geometry.items() if value is None]
     if missing:
         raise _Skipped(f"{where}missing {', '.join(missing)}: the image cannot be placed in space")
@@ -415,6 +560,7 @@ def _image(
         pixel_spacing=pixel_spacing,
         rows=rows,
         cols=cols,
+        series_notes=series_notes,
         image_type=_strings(a.get("FrameType", "ImageType")),
         trigger_time=_float(a.get("NominalCardiacTriggerDelayTime", "TriggerTime")),
         inversion_time=_float(a.get("InversionTime", "InversionTimes")),
@@ -422,15 +568,26 @@ def _image(
         instance_number=_int(a.get("InstanceNumber")),
         temporal_index=_int(a.get("TemporalPositionIndex")),
         nominal_slice_spacing=_float(a.get("SpacingBetweenSlices", "SliceThickness")),
+        cardiac_images=_int(a.get("CardiacNumberOfImages")),
     )
 
 
-def _series_info(a: FrameAttributes) -> SeriesInfo:
+def _series_info(a: FrameAttributes) -> tuple[SeriesInfo, list[str]]:
+    """The series' header facts, and a note for every value that had to be corrected."""
+    notes: list[str] = []
+    field_strength = _float(a.get("MagneticFieldStrength"))
+    if field_strength is not None and field_strength > 100:
+        # No MR magnet reaches 100 T, and a field written in gauss is at least 1000 (0.1 T).
+        notes.append(f"MagneticFieldStrength {field_strength:g} read as gauss: {field_strength / 1e4:g} T")
+        field_strength /= 1e4
+    elif field_strength is not None and field_strength > 30:
+        notes.append(f"MagneticFieldStrength {field_strength:g} is neither tesla nor gauss; ignored")
+        field_strength = None
     heart_rate = _float(a.get("HeartRate"))
     nominal_interval = _float(a.get("NominalInterval"))
     if not heart_rate and nominal_interval:
         heart_rate = 60000.0 / nominal_interval
-    return SeriesInfo(
+    info = SeriesInfo(
         modality=_text(a.get("Modality")),
         study_uid=_text(a.get("StudyInstanceUID")),
         series_uid=_text(a.get("SeriesInstanceUID")),
@@ -459,8 +616,9 @@ def _series_info(a: FrameAttributes) -> SeriesInfo:
         patient_weight=_float(a.get("PatientWeight")),
         frame_of_reference_uid=_text(a.get("FrameOfReferenceUID")),
         manufacturer=_text(a.get("Manufacturer")),
-        field_strength=_float(a.get("MagneticFieldStrength")),
+        field_strength=field_strength,
     )
+    return info, notes
 
 
 def _split_into_stacks(images: list[_Image]) -> list[list[_Image]]:
@@ -505,7 +663,7 @@ def _build_stack(images: list[_Image], problems: list[Problem]) -> StackEntry:
         else:
             slices.append([i])
 
-    warnings: list[str] = []
+    warnings: list[str] = list(first.series_notes)
     counts = Counter(len(members) for members in slices)
     n_frames = max(counts, key=lambda n: (counts[n], n))  # the majority frame count; ties keep more frames
     if len(counts) > 1:
@@ -557,11 +715,26 @@ def _build_stack(images: list[_Image], problems: list[Problem]) -> StackEntry:
         shape=(len(grid), n_frames, first.rows, first.cols),
         frame_refs=[[(image.path, image.frame_index) for image in row] for row in grid],
         sop_instance_uids=[[image.sop_uid for image in row] for row in grid],
-        frame_times=_per_frame(grid, "trigger_time"),
+        frame_times=_frame_times(grid, warnings),
         slice_positions=positions,
         orientation=orientation_label(normal),
         warnings=warnings,
     )
+
+
+def _frame_times(grid: list[list[_Image]], warnings: list[str]) -> np.ndarray | None:
+    """Trigger times per frame; for a cine whose headers lack them, even steps over the R-R interval."""
+    times = _per_frame(grid, "trigger_time")
+    first, n_frames = grid[0][0], len(grid[0])
+    if n_frames > 1 and (times is None or not np.ptp(times) > 0) and first.cardiac_images == n_frames:
+        if first.info.heart_rate:  # from HeartRate or NominalInterval (the R-R interval)
+            interval = 60000.0 / first.info.heart_rate
+            times = np.arange(n_frames) * interval / n_frames
+            warnings.append(
+                f"no trigger times in the headers: the {n_frames} cardiac phases are spread evenly over "
+                f"the R-R interval ({interval:.0f} ms), in instance-number order"
+            )
+    return times
 
 
 def _per_frame(grid: list[list[_Image]], attribute: str) -> np.ndarray | None:
@@ -635,7 +808,9 @@ def summarize(index: StudyIndex, max_problems_per_group: int = 20) -> str:
     if index.stacks:
         info = index.stacks[0].info
         patient = " ".join(filter(None, [info.patient_id, info.patient_name])) or "unknown"
-        lines.append(f"Patient: {patient}; study of {info.study_date or 'unknown date'} {info.study_description}".rstrip())
+        lines.append(
+            f"Patient: {patient}; study of {info.study_date or 'unknown date'} {info.study_description}".rstrip()
+        )
     series: dict[str, list[StackEntry]] = defaultdict(list)
     for stack in index.stacks:
         series[stack.info.series_uid].append(stack)

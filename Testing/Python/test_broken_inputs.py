@@ -116,8 +116,8 @@ def test_every_broken_file_is_named_with_a_reason(broken_study):
     index = index_study(study)
     problems = {p.path: p for p in index.problems}
     expected = {
-        "text": ("not a DICOM file", "error"),
-        "png": ("not a DICOM file", "error"),
+        "text": ("not a DICOM file (a .txt file); skipped", "info"),  # documents beside images are expected
+        "png": ("not a DICOM file (a PNG image); skipped", "info"),
         "random": ("not a DICOM file", "error"),
         "zero": ("empty file (0 bytes)", "error"),
         "truncated_header": ("truncated", "error"),
@@ -139,7 +139,7 @@ def test_every_broken_file_is_named_with_a_reason(broken_study):
     assert "IM00001.dcm" in problems[bad["duplicate"]].reason  # names the file that was kept
     assert index.n_files == 6 + 11 + 10 + 1  # cine, uneven series, junk, DICOMDIR; not the hidden file
     assert index.n_dicom_files == 6 + 11 + 6 + 1
-    assert "error (8)" in summarize(index)
+    assert "error (6)" in summarize(index)
 
 
 def test_good_series_in_the_same_folder_still_load(broken_study):
