@@ -346,6 +346,9 @@ class HeartPhantom:
         # in 3D), so a plane cuts them into dots and short branches, as in a real lung.
         vessel_rng = np.random.default_rng([p.seed, 7])
         self._vessel_fields = (SmoothNoise(vessel_rng, 30.0), SmoothNoise(vessel_rng, 30.0))
+        # Epicardial fat (from the seed's own stream, so sample_parameters is unchanged).
+        self.pericardial_fat_mm = float(vessel_rng.uniform(1.5, 5.0))
+        self._fat_field = SmoothNoise(vessel_rng, 25.0, octaves=1)
 
     # --- shape primitives ----------------------------------------------------------
     def _wall_thickness(self, theta: np.ndarray) -> np.ndarray:
@@ -496,15 +499,20 @@ class HeartPhantom:
         return out
 
     def _papillary(self, q, s):
-        """Two papillary muscles in the cavity (anterolateral and posteromedial)."""
+        """Two papillary muscles (anterolateral and posteromedial): each rises from the wall
+        in the mid-apical cavity and tapers towards the base to a rounded tip, so a long-axis
+        cut shows a tongue of muscle, not a bar."""
         out = np.zeros(q.shape[:-1], dtype=bool)
         z = q[..., 2] - s.base_z
         along = 1 + z / s.lv_c
-        level = (along > 0.2) & (along < 0.65)
+        t = np.clip((along - 0.15) / 0.5, 0, 1)  # 0 at its root in the wall, 1 at its tip
+        level = (along > 0.15) & (along < 0.65)
+        endo_scale = np.sqrt(np.clip(1 - (z / s.lv_c) ** 2, 0, None))
+        thick = self.params.papillary_radius_mm * (1 + 0.35 * (1 - s.lv_ax / self.lv_ax_ed))
+        radius = thick * (1.25 - 0.75 * t) * np.sqrt(np.clip(1 - t**6, 0, None))
         for angle in (np.radians(140), np.radians(-120)):
-            rad = 0.55 * self._endo_radius(angle, s.lv_ax, s.lv_ay) * np.sqrt(np.clip(1 - (z / s.lv_c) ** 2, 0, None))
+            rad = (0.8 - 0.3 * t) * self._endo_radius(angle, s.lv_ax, s.lv_ay) * endo_scale
             cx, cy = rad * np.cos(angle), rad * np.sin(angle)
-            radius = self.params.papillary_radius_mm * (1 + 0.35 * (1 - s.lv_ax / self.lv_ax_ed))
             out |= level & ((q[..., 0] - cx) ** 2 + (q[..., 1] - cy) ** 2 <= radius**2)
         return out
 
@@ -613,7 +621,9 @@ class HeartPhantom:
         t = np.zeros(len(qn), dtype=np.uint8)
         # Epicardial fat: a thin, uneven layer around the ventricles and in the AV groove.
         groove = 2.0 + 3.0 * np.clip(np.cos(np.arctan2(qn[:, 1], qn[:, 0]) * 2), 0, None)
-        fat = self._inside_lv_epi(qn, s, extra=3.0) | self._rv_blood(qn, s, extra=self.params.rv_wall_mm + 3.0)
+        # Its thickness differs between patients and wanders around the heart (moving with it).
+        layer = np.clip(self.pericardial_fat_mm * (1 + 0.9 * self._fat_field(qn)), 1.0, 7.0)
+        fat = self._inside_lv_epi(qn, s, extra=layer) | self._rv_blood(qn, s, extra=self.params.rv_wall_mm + layer)
         fat |= self._inside_lv_epi(qn, s, extra=1.0) & (qn[:, 2] > s.base_z - groove * 3)
         t[fat] = Tissue.FAT
         t[self._atrium(qn, s, self.ra_centre_xy, self.ra_radii, s.atrial_ra)] = Tissue.RA_BLOOD
