@@ -555,6 +555,19 @@ class HeartPhantom:
             inside[candidates[np.flatnonzero(near)[d <= ra + t * (rb - ra)]]] = True
         return inside
 
+    @property
+    def _heart_floor_z(self) -> float:
+        """LPS z just under the lowest point of the ventricles at end-diastole (cached)."""
+        if not hasattr(self, "_floor"):
+            s = self.state(0.0)
+            theta, along = np.meshgrid(self._theta[::8], np.linspace(0, 1, 40))
+            z_rel = -along * s.epi_c
+            r, _ = self._epi_radius(theta, z_rel, s)
+            rv = self.rv_ry_ed + self.params.rv_wall_mm  # the RV's inferior horn reaches as low
+            q = np.stack([r * np.cos(theta), np.maximum(r, rv * np.sqrt(np.clip(1 - along**2, 0, None))) * np.sin(theta), z_rel + s.base_z], -1)
+            self._floor = float(self.to_lps(q.reshape(-1, 3))[:, 2].min()) - 3.0
+        return self._floor
+
     # --- the chest (static) --------------------------------------------------------------
     def chest_tissue(self, points_lps: np.ndarray) -> np.ndarray:
         """Tissue of the static surroundings: chest wall, lungs, mediastinum, diaphragm, liver, spine, aorta.
@@ -580,13 +593,14 @@ class HeartPhantom:
         wall = inner & ~((x / (a - fat - 9)) ** 2 + (y / (b - fat - 7)) ** 2 <= 1)
         rib_phase = np.mod((z - hz - 0.25 * y) / 25.0, 1.0)
         out[wall & (rib_phase < 0.35) & (np.abs(x) > 20)] = Tissue.BONE
-        # Diaphragm: domes, the right one higher, falling into the recesses at the sides and back.
-        dome = hz - 38 - 14 * x / a - 70 * np.clip(((x / a) ** 2 + ((y - 0.1 * b) / b) ** 2) - 0.25, 0, None) ** 1.5
+        # Diaphragm: the heart rests on it; domes, the right one higher, falling into the
+        # recesses at the sides and back.
+        dome = self._heart_floor_z - 14 * x / a - 70 * np.clip(((x / a) ** 2 + ((y - 0.1 * b) / b) ** 2) - 0.25, 0, None) ** 1.5
         below = z < dome
         # Mediastinum: a column in front of the spine holding the heart, the great vessels,
         # the oesophagus and fat; the lungs fill the cavity around it above the diaphragm.
         spine_y = b - 55
-        half = np.where(y < hy, 18 + 0.5 * np.clip(y - (hy - 60), 0, None), 32)  # narrow behind the sternum
+        half = np.where(y < hy + 20, 12.0, 30.0)  # narrow in front; the heart itself overrides it
         mediastinum = np.abs(x - 0.5 * hx) < half
         cavity = (x / (a - fat - 18)) ** 2 + (y / (b - fat - 14)) ** 2 <= 1
         lung = cavity & ~mediastinum & ~below & (z < hz + 190) & (y < spine_y + 25)
@@ -621,8 +635,9 @@ class HeartPhantom:
         t = np.zeros(len(qn), dtype=np.uint8)
         # Epicardial fat: a thin, uneven layer around the ventricles and in the AV groove.
         groove = 2.0 + 3.0 * np.clip(np.cos(np.arctan2(qn[:, 1], qn[:, 0]) * 2), 0, None)
-        # Its thickness differs between patients and wanders around the heart (moving with it).
-        layer = np.clip(self.pericardial_fat_mm * (1 + 0.9 * self._fat_field(qn)), 1.0, 7.0)
+        # Its thickness differs between patients and wanders around the heart (moving with
+        # it); in places there is none and the myocardium meets the lung.
+        layer = np.clip(self.pericardial_fat_mm * (0.7 + 1.5 * self._fat_field(qn)), 0.0, 7.0)
         fat = self._inside_lv_epi(qn, s, extra=layer) | self._rv_blood(qn, s, extra=self.params.rv_wall_mm + layer)
         fat |= self._inside_lv_epi(qn, s, extra=1.0) & (qn[:, 2] > s.base_z - groove * 3)
         t[fat] = Tissue.FAT

@@ -130,3 +130,25 @@ def test_study_long_axis_cines_read_back_with_their_labels(sample_study, sample_
     image, label = stack.pixels[0, 0], labels[0, 0]
     blood, myocardium = image[_interior(label == 1, 1)].mean(), image[_interior(label == 2, 1)].mean()
     assert blood > 1.5 * myocardium
+
+
+def test_the_heart_rests_on_the_diaphragm_between_the_lungs():
+    for seed in range(5):
+        phantom = HeartPhantom(sample_parameters(seed))
+        X, Z = phantom.axes[0], phantom.axes[2]
+        # The lowest point of the heart at end-diastole, on a 3 mm grid around it.
+        grid = (
+            np.stack(np.meshgrid(*(np.arange(-120, 121, 3.0),) * 3, indexing="ij"), -1).reshape(-1, 3) + phantom.origin
+        )
+        heart = grid[np.isin(phantom.heart_tissue(grid, 0.0), HEART_LABELS)]
+        lowest = heart[np.argmin(heart[:, 2])]
+        # Under it: the diaphragm and the abdomen (liver, stomach), no lung.
+        below = phantom.chest_tissue(lowest + np.outer(np.arange(6, 40, 2.0), [0, 0, -1]))
+        assert not np.isin(below, (Tissue.LUNG, Tissue.VESSEL)).any(), (seed, below)
+        assert np.isin(below, (Tissue.LIVER, Tissue.SOFT_TISSUE)).mean() > 0.5, (seed, below)
+        # Beside the LV's lateral wall at mid-cavity: lung within a few millimetres.
+        mid = phantom.origin - 0.5 * phantom.lv_c_ed * Z
+        line = mid - np.outer(np.arange(0, 120, 1.0), X)
+        outside = np.flatnonzero(phantom.heart_tissue(line, 0.0) == 0)
+        lung = np.isin(phantom.chest_tissue(line[outside]), (Tissue.LUNG, Tissue.VESSEL))
+        assert lung[:5].any(), seed
