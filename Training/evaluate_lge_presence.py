@@ -28,16 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from CMRFoundationLib.analysis import AnalysisOptions, analyze_study
+from CMRFoundationLib.models.lge_presence_rule import LgePresenceRule, fit_extent_curve
+from CMRFoundationLib.stack import ImageStack, SeriesInfo
+from cmrtrain.data.emidec import emidec_cases, load_emidec_case
+from cmrtrain.data.splits import load_split
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-sys.path.insert(0, str(HERE))
-
-from cmrtrain.data.emidec import emidec_cases, load_emidec_case  # noqa: E402
-from cmrtrain.data.splits import load_split  # noqa: E402
-
-from CMRFoundationLib.analysis import AnalysisOptions, analyze_study  # noqa: E402
-from CMRFoundationLib.models.lge_presence_rule import LgePresenceRule, fit_extent_curve  # noqa: E402
-from CMRFoundationLib.stack import ImageStack, SeriesInfo  # noqa: E402
 
 SPACING_MM, SLICE_MM = 1.5, 10.0
 
