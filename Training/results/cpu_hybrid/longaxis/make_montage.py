@@ -5,13 +5,15 @@ Run from the repository root; each side imports CMRFoundationLib from its own so
 
     python Training/results/cpu_hybrid/longaxis/make_montage.py OUT.png --before /tmp/before --after . --seeds 0 1 2
 
-Each side runs in its own process (the two packages share a name). Synthetic images only.
+Each side runs in its own process with its tree first on PYTHONPATH (the two packages
+share a name). Synthetic images only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,6 @@ RENDER = r"""
 import sys, json, time
 from pathlib import Path
 import numpy as np
-sys.path.insert(0, sys.argv[1])
 from CMRFoundationLib.dicom import read_study
 from CMRFoundationLib.synthetic.phantom import PATHOLOGIES
 from CMRFoundationLib.synthetic.study import make_sample_study
@@ -56,8 +57,9 @@ def tile(image: np.ndarray) -> Image.Image:
 
 def render(source: str, seed: int) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PYTHONPATH": str(Path(source).resolve())}
         subprocess.run([sys.executable, "-c", RENDER, source, tmp, str(seed), ",".join(VIEWS)], check=True,
-                       stdout=subprocess.PIPE)
+                       stdout=subprocess.PIPE, cwd=source, env=env)
         return {view: np.load(Path(tmp) / f"{view}.npy") for view in VIEWS}
 
 
