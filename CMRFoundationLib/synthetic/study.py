@@ -80,7 +80,7 @@ def _long_axis_slab(centre, row_dir, col_dir, heart_mm: float, pixel_mm: float, 
     it, as in real long-axis cines), often rectangular (cut to the chest), a little off
     centre. ``row_dir, col_dir`` show the apex at the top; the display keeps that (give or
     take 20 degrees) or takes the scanner's default for the plane's nearest standard
-    orientation, so the apex points anywhere from up to sideways, as on real scanners.
+    orientation, so the apex points up, sideways or down, as on real scanners.
     """
     row_dir = np.asarray(row_dir, float) / np.linalg.norm(row_dir)
     col_dir = np.asarray(col_dir, float) / np.linalg.norm(col_dir)

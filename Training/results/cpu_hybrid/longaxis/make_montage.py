@@ -58,8 +58,13 @@ def tile(image: np.ndarray) -> Image.Image:
 def render(source: str, seed: int) -> dict[str, np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": str(Path(source).resolve())}
-        subprocess.run([sys.executable, "-c", RENDER, source, tmp, str(seed), ",".join(VIEWS)], check=True,
-                       stdout=subprocess.PIPE, cwd=source, env=env)
+        subprocess.run(
+            [sys.executable, "-c", RENDER, source, tmp, str(seed), ",".join(VIEWS)],
+            check=True,
+            stdout=subprocess.PIPE,
+            cwd=source,
+            env=env,
+        )
         return {view: np.load(Path(tmp) / f"{view}.npy") for view in VIEWS}
 
 
