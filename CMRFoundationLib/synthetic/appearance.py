@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .phantom import Tissue
+from .phantom import SmoothNoise, Tissue
 
 T = Tissue
 
@@ -30,6 +30,7 @@ class Sequence:
         for tissue, value in self.values.items():
             table[tissue] = value * (1 + rng.uniform(-jitter, jitter))
         table[T.PAPILLARY] = table[T.LV_MYOCARDIUM]
+        table[T.VESSEL] = table[T.LV_BLOOD]  # pulmonary vessels carry blood
         return table
 
 
@@ -119,3 +120,93 @@ def add_map_noise(values: np.ndarray, relative_sd: float, rng: np.random.Generat
     """Fitting noise of a parametric map; air (no signal) stays zero as scanners mask it."""
     noisy = values * (1 + rng.normal(0, relative_sd, values.shape))
     return np.where(values > 0, np.clip(noisy, 0, None), 0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class CineLook:
+    """How this study's cines look beyond the tissue table: drawn once per study.
+
+    Real cines differ between scanners and patients in blood-myocardium contrast, noise,
+    coil shading and sharpness, and show texture (flow, trabeculae, tissue structure); a
+    model trained on flat, identical phantoms learns none of that. Applied to every cine
+    view alike, so that none of it gives a view away.
+    """
+
+    myocardium_gain: float  # scales myocardium (and papillary) signal: blood-myocardium contrast
+    noise_gain: float  # scales the sequence's noise
+    shading_power: float  # coil bias ** power: from nearly flat to strong fall-off
+    blur_px: float  # Gaussian point spread (sigma, pixels): soft edges of a real acquisition
+    texture: float  # relative amplitude of tissue texture
+    trabeculae: float  # how much the trabeculated blood next to the wall darkens
+    seed: int
+
+    @classmethod
+    def draw(cls, seed: int) -> CineLook:
+        # Its own stream, so the rest of the study (tables, coil, other series) is unchanged.
+        rng = np.random.default_rng([seed, 2])
+        return cls(
+            myocardium_gain=float(rng.uniform(0.75, 1.35)),
+            noise_gain=float(rng.uniform(0.7, 2.0)),
+            shading_power=float(rng.uniform(0.6, 1.8)),
+            blur_px=float(rng.uniform(0.5, 1.0)),
+            texture=float(rng.uniform(0.6, 1.4)),
+            trabeculae=float(rng.uniform(0.25, 0.5)),
+            seed=seed,
+        )
+
+    def table(self, table: np.ndarray) -> np.ndarray:
+        out = table.copy()
+        for tissue in (T.LV_MYOCARDIUM, T.RV_MYOCARDIUM, T.PAPILLARY, T.INFARCT, T.MVO):
+            out[tissue] *= self.myocardium_gain
+        return out
+
+    def fields(self) -> tuple[SmoothNoise, SmoothNoise]:
+        """(fine, coarse) texture fields in patient space, the same for every cine of the study."""
+        rng = np.random.default_rng([self.seed, 3])
+        return SmoothNoise(rng, 4.0, octaves=2), SmoothNoise(rng, 30.0, octaves=2)
+
+    def textured(self, values: np.ndarray, tissue: np.ndarray, fine: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+        """Signal with texture: fine grain in solid tissue, slow flow-related swells in blood."""
+        amplitude = _TEXTURE[tissue] * self.texture
+        blood = _IS_BLOOD[tissue]
+        return values * (1 + amplitude * np.where(blood, coarse, fine))
+
+    def trabeculate(self, signal: np.ndarray, labels: np.ndarray, grain: np.ndarray, pixel_mm: float) -> np.ndarray:
+        """Darken the ventricular blood within ~4 mm of the wall in strands (trabeculae).
+
+        They stay labelled blood pool, as ACDC and clinical contours count them.
+        """
+        blood = np.isin(labels, (1, 3))
+        wall = np.isin(labels, (2, 4, 8, 9))
+        near = wall.copy()
+        for _ in range(max(1, int(round(4.0 / pixel_mm)))):
+            near[1:] |= near[:-1].copy()
+            near[:-1] |= near[1:].copy()
+            near[:, 1:] |= near[:, :-1].copy()
+            near[:, :-1] |= near[:, 1:].copy()
+        strands = np.clip(2.5 * grain, 0, 1)  # the positive lobes of the fine field
+        return np.where(blood & near, signal * (1 - self.trabeculae * strands), signal).astype(np.float32)
+
+    def blur(self, images: np.ndarray) -> np.ndarray:
+        """Gaussian blur over the last two axes (separable, edges padded by replication)."""
+        radius = int(np.ceil(3 * self.blur_px))
+        kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / self.blur_px) ** 2)
+        kernel /= kernel.sum()
+        for axis in (-2, -1):
+            pad = [(0, 0)] * images.ndim
+            pad[axis] = (radius, radius)
+            padded = np.pad(images, pad, mode="edge")
+            n = images.shape[axis]
+            images = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(kernel))
+        return images.astype(np.float32)
+
+
+# Texture amplitude per tissue (relative signal change).
+_TEXTURE = np.zeros(len(Tissue), dtype=np.float32)
+for _tissue, _amplitude in {T.LV_BLOOD: 0.08, T.RV_BLOOD: 0.10, T.LA_BLOOD: 0.10, T.RA_BLOOD: 0.10, T.AORTA: 0.06,
+                            T.VESSEL: 0.3, T.LV_MYOCARDIUM: 0.10, T.RV_MYOCARDIUM: 0.10, T.PAPILLARY: 0.10,
+                            T.INFARCT: 0.10, T.MVO: 0.10, T.FAT: 0.12, T.LUNG: 0.6, T.LIVER: 0.10, T.MUSCLE: 0.15,
+                            T.BONE: 0.25, T.SOFT_TISSUE: 0.25}.items():
+    _TEXTURE[_tissue] = _amplitude
+_IS_BLOOD = np.zeros(len(Tissue), dtype=bool)
+_IS_BLOOD[[T.LV_BLOOD, T.RV_BLOOD, T.LA_BLOOD, T.RA_BLOOD, T.AORTA]] = True

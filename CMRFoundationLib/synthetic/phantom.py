@@ -47,6 +47,7 @@ class Tissue(IntEnum):
     BONE = 14
     SOFT_TISSUE = 15
     PAPILLARY = 16  # rendered as myocardium, labelled as LV blood pool (ACDC convention)
+    VESSEL = 17  # pulmonary vessels: rendered as blood, not labelled
 
 
 # Ground-truth label values written beside every synthetic series.
@@ -71,6 +72,44 @@ _TISSUE_TO_LABEL[Tissue.PAPILLARY] = Tissue.LV_BLOOD
 
 def labels_from_tissue(tissue: np.ndarray) -> np.ndarray:
     return _TISSUE_TO_LABEL[tissue]
+
+
+class SmoothNoise:
+    """A smooth random field in space (mm), values in [-1, 1], the same for the same rng.
+
+    Value noise on a hashed lattice (so it needs no table the size of the body), summed
+    over octaves; ``cell_mm`` is the size of the coarsest features.
+    """
+
+    def __init__(self, rng: np.random.Generator, cell_mm: float, octaves: int = 2):
+        self.cell_mm, self.octaves = cell_mm, octaves
+        self._perm = rng.permutation(256)
+        self._values = rng.uniform(-1, 1, 256)
+        self._shift = rng.uniform(0, 256, (octaves, 3))
+
+    def _lattice(self, i, j, k):
+        p = self._perm
+        return self._values[p[(p[(p[i & 255] + j) & 255] + k) & 255]]
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        points = np.asarray(points, dtype=float)
+        total, norm = np.zeros(points.shape[:-1]), 0.0
+        for octave in range(self.octaves):
+            g = points / (self.cell_mm / 2**octave) + self._shift[octave]
+            base = np.floor(g)
+            f = g - base
+            f = f * f * (3 - 2 * f)  # smoothstep: no creases at the lattice planes
+            i, j, k = (base[..., n].astype(np.int64) for n in range(3))
+            value = 0.0
+            for di in (0, 1):
+                for dj in (0, 1):
+                    for dk in (0, 1):
+                        w = (f[..., 0] if di else 1 - f[..., 0]) * (f[..., 1] if dj else 1 - f[..., 1]) * (f[..., 2] if dk else 1 - f[..., 2])
+                        value = value + w * self._lattice(i + di, j + dj, k + dk)
+            amplitude = 0.5**octave
+            total += amplitude * value
+            norm += amplitude
+        return total / norm
 
 
 PATHOLOGIES = ("NOR", "DCM", "HCM", "MINF", "RV")  # ACDC's disease groups
@@ -303,6 +342,13 @@ class HeartPhantom:
         self.aortic_valve_xy = 0.55 * mean_r * np.array([np.cos(angle), np.sin(angle)])
         self.aorta_radius = 11.0 + 0.08 * mean_r
         self.aorta_curve = self._build_aorta_curve()  # LPS centre line, static part
+        # Pulmonary vessels: where two independent smooth fields both cross zero (a curve
+        # in 3D), so a plane cuts them into dots and short branches, as in a real lung.
+        vessel_rng = np.random.default_rng([p.seed, 7])
+        self._vessel_fields = (SmoothNoise(vessel_rng, 30.0), SmoothNoise(vessel_rng, 30.0))
+        # Epicardial fat (from the seed's own stream, so sample_parameters is unchanged).
+        self.pericardial_fat_mm = float(vessel_rng.uniform(1.5, 5.0))
+        self._fat_field = SmoothNoise(vessel_rng, 25.0, octaves=1)
 
     # --- shape primitives ----------------------------------------------------------
     def _wall_thickness(self, theta: np.ndarray) -> np.ndarray:
@@ -453,15 +499,20 @@ class HeartPhantom:
         return out
 
     def _papillary(self, q, s):
-        """Two papillary muscles in the cavity (anterolateral and posteromedial)."""
+        """Two papillary muscles (anterolateral and posteromedial): each rises from the wall
+        in the mid-apical cavity and tapers towards the base to a rounded tip, so a long-axis
+        cut shows a tongue of muscle, not a bar."""
         out = np.zeros(q.shape[:-1], dtype=bool)
         z = q[..., 2] - s.base_z
         along = 1 + z / s.lv_c
-        level = (along > 0.2) & (along < 0.65)
+        t = np.clip((along - 0.15) / 0.5, 0, 1)  # 0 at its root in the wall, 1 at its tip
+        level = (along > 0.15) & (along < 0.65)
+        endo_scale = np.sqrt(np.clip(1 - (z / s.lv_c) ** 2, 0, None))
+        thick = self.params.papillary_radius_mm * (1 + 0.35 * (1 - s.lv_ax / self.lv_ax_ed))
+        radius = thick * (1.25 - 0.75 * t) * np.sqrt(np.clip(1 - t**6, 0, None))
         for angle in (np.radians(140), np.radians(-120)):
-            rad = 0.55 * self._endo_radius(angle, s.lv_ax, s.lv_ay) * np.sqrt(np.clip(1 - (z / s.lv_c) ** 2, 0, None))
+            rad = (0.8 - 0.3 * t) * self._endo_radius(angle, s.lv_ax, s.lv_ay) * endo_scale
             cx, cy = rad * np.cos(angle), rad * np.sin(angle)
-            radius = self.params.papillary_radius_mm * (1 + 0.35 * (1 - s.lv_ax / self.lv_ax_ed))
             out |= level & ((q[..., 0] - cx) ** 2 + (q[..., 1] - cy) ** 2 <= radius**2)
         return out
 
@@ -504,13 +555,32 @@ class HeartPhantom:
             inside[candidates[np.flatnonzero(near)[d <= ra + t * (rb - ra)]]] = True
         return inside
 
+    @property
+    def _heart_floor_z(self) -> float:
+        """LPS z just under the lowest point of the ventricles at end-diastole (cached)."""
+        if not hasattr(self, "_floor"):
+            s = self.state(0.0)
+            theta, along = np.meshgrid(self._theta[::8], np.linspace(0, 1, 40))
+            z_rel = -along * s.epi_c
+            r, _ = self._epi_radius(theta, z_rel, s)
+            rv = self.rv_ry_ed + self.params.rv_wall_mm  # the RV's inferior horn reaches as low
+            q = np.stack([r * np.cos(theta), np.maximum(r, rv * np.sqrt(np.clip(1 - along**2, 0, None))) * np.sin(theta), z_rel + s.base_z], -1)
+            self._floor = float(self.to_lps(q.reshape(-1, 3))[:, 2].min()) - 3.0
+        return self._floor
+
     # --- the chest (static) --------------------------------------------------------------
     def chest_tissue(self, points_lps: np.ndarray) -> np.ndarray:
-        """Tissue of the static surroundings: body wall, fat, lungs, liver, spine, aorta."""
+        """Tissue of the static surroundings: chest wall, lungs, mediastinum, diaphragm, liver, spine, aorta.
+
+        The lungs fill the chest cavity around the mediastinum (so they touch the heart on
+        both sides, as in a real long-axis view) and stop at the diaphragm; the liver sits
+        under the right dome and reaches across the midline in front.
+        """
         p = self.params
         pts = np.asarray(points_lps, dtype=float).reshape(-1, 3)
         x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
         a, b = p.body_half_width_mm, p.body_half_depth_mm
+        hx, hy, hz = self.origin
         out = np.full(len(pts), Tissue.AIR, dtype=np.uint8)
         body = (x / a) ** 2 + (y / b) ** 2 <= 1
         out[body] = Tissue.FAT
@@ -519,13 +589,31 @@ class HeartPhantom:
         out[inner] = Tissue.MUSCLE
         deep = (x / (a - fat - 12)) ** 2 + (y / (b - fat - 10)) ** 2 <= 1
         out[deep] = Tissue.SOFT_TISSUE
-        hz = self.origin[2]
-        for side in (-1, 1):
-            lung = ((x - side * 0.50 * a) / (0.40 * a)) ** 2 + ((y - 0.05 * b) / (0.72 * b)) ** 2 + ((z - hz - 40) / 150) ** 2 <= 1
-            out[lung & deep] = Tissue.LUNG
-        liver = ((x + 0.30 * a) / (0.70 * a)) ** 2 + ((y - 0.05 * b) / (0.78 * b)) ** 2 + ((z - hz + 115) / 95) ** 2 <= 1
-        out[liver & deep] = Tissue.LIVER
+        # Ribs: bands in the chest wall every ~25 mm, sloping down towards the front.
+        wall = inner & ~((x / (a - fat - 9)) ** 2 + (y / (b - fat - 7)) ** 2 <= 1)
+        rib_phase = np.mod((z - hz - 0.25 * y) / 25.0, 1.0)
+        out[wall & (rib_phase < 0.35) & (np.abs(x) > 20)] = Tissue.BONE
+        # Diaphragm: the heart rests on it; domes, the right one higher, falling into the
+        # recesses at the sides and back.
+        dome = self._heart_floor_z - 14 * x / a - 70 * np.clip(((x / a) ** 2 + ((y - 0.1 * b) / b) ** 2) - 0.25, 0, None) ** 1.5
+        below = z < dome
+        # Mediastinum: a column in front of the spine holding the heart, the great vessels,
+        # the oesophagus and fat; the lungs fill the cavity around it above the diaphragm.
         spine_y = b - 55
+        half = np.where(y < hy + 20, 12.0, 30.0)  # narrow in front; the heart itself overrides it
+        mediastinum = np.abs(x - 0.5 * hx) < half
+        cavity = (x / (a - fat - 18)) ** 2 + (y / (b - fat - 14)) ** 2 <= 1
+        lung = cavity & ~mediastinum & ~below & (z < hz + 190) & (y < spine_y + 25)
+        out[lung] = Tissue.LUNG
+        if lung.any():
+            n1, n2 = (f(pts[lung]) for f in self._vessel_fields)
+            # Vessels are thick near the hilum (beside the heart's base) and thin outwards.
+            hilum = np.hypot(np.abs(x[lung] - 0.5 * hx) - 45, y[lung] - hy - 20)
+            width = 0.05 * np.clip(1.8 - hilum / 90, 0.15, 1.8)
+            vessel = np.hypot(n1, n2) < width
+            out[np.flatnonzero(lung)[vessel]] = Tissue.VESSEL
+        liver = deep & below & (z > hz - 230) & (x < 0.15 * a + 0.35 * a * np.clip(-(y - hy) / b, 0, 1))
+        out[liver] = Tissue.LIVER
         out[(x**2 + (y - spine_y) ** 2 <= 17**2)] = Tissue.BONE
         for side in (-1, 1):
             out[((x - side * 30) / 22) ** 2 + ((y - spine_y - 18) / 16) ** 2 <= 1] = Tissue.MUSCLE
@@ -547,7 +635,10 @@ class HeartPhantom:
         t = np.zeros(len(qn), dtype=np.uint8)
         # Epicardial fat: a thin, uneven layer around the ventricles and in the AV groove.
         groove = 2.0 + 3.0 * np.clip(np.cos(np.arctan2(qn[:, 1], qn[:, 0]) * 2), 0, None)
-        fat = self._inside_lv_epi(qn, s, extra=3.0) | self._rv_blood(qn, s, extra=self.params.rv_wall_mm + 3.0)
+        # Its thickness differs between patients and wanders around the heart (moving with
+        # it); in places there is none and the myocardium meets the lung.
+        layer = np.clip(self.pericardial_fat_mm * (0.7 + 1.5 * self._fat_field(qn)), 0.0, 7.0)
+        fat = self._inside_lv_epi(qn, s, extra=layer) | self._rv_blood(qn, s, extra=self.params.rv_wall_mm + layer)
         fat |= self._inside_lv_epi(qn, s, extra=1.0) & (qn[:, 2] > s.base_z - groove * 3)
         t[fat] = Tissue.FAT
         t[self._atrium(qn, s, self.ra_centre_xy, self.ra_radii, s.atrial_ra)] = Tissue.RA_BLOOD

@@ -23,7 +23,7 @@ from pydicom.uid import generate_uid
 
 from ..dicom.write import write_mr_series
 from ..stack import SeriesInfo, geometry_matrix
-from .appearance import SEQUENCES, CoilBias, add_map_noise, add_rician_noise
+from .appearance import SEQUENCES, CineLook, CoilBias, add_map_noise, add_rician_noise
 from .phantom import LABEL_NAMES, HeartPhantom, PhantomParameters, Tissue, labels_from_tissue, sample_parameters
 
 TRUTH_FORMAT = "cmrfm-synthetic-truth"
@@ -64,6 +64,41 @@ def _slab(centre, row_dir, col_dir, fov_mm, pixel_mm, slices=1, spacing=8.0) -> 
     return StackPlan(geometry_matrix(origin, row_dir, col_dir, np.array([pixel_mm, pixel_mm, spacing])), rows, cols, slices)
 
 
+# A scanner shows an oblique plane the way of its nearest standard orientation (by the
+# largest component of the normal): the LPS directions to the image's right and down.
+_DEFAULT_DISPLAY = {
+    0: (np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # sagittal: posterior right, feet down
+    1: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, -1.0])),  # coronal: patient's left right, feet down
+    2: (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),  # transverse: left right, posterior down
+}
+
+
+def _long_axis_slab(centre, row_dir, col_dir, heart_mm: float, pixel_mm: float, rng: np.random.Generator) -> StackPlan:
+    """A long-axis cine plane as an operator plans it, around ``centre`` in the plane of ``row_dir, col_dir``.
+
+    The field of view is about twice the heart's length (the heart fills a large part of
+    it, as in real long-axis cines), often rectangular (cut to the chest), a little off
+    centre. ``row_dir, col_dir`` show the apex at the top; the display keeps that (give or
+    take 20 degrees) or takes the scanner's default for the plane's nearest standard
+    orientation, so the apex points up, sideways or down, as on real scanners.
+    """
+    row_dir = np.asarray(row_dir, float) / np.linalg.norm(row_dir)
+    col_dir = np.asarray(col_dir, float) / np.linalg.norm(col_dir)
+    if rng.random() >= 0.5:
+        normal = np.cross(row_dir, col_dir)
+        right, down = _DEFAULT_DISPLAY[int(np.argmax(np.abs(normal)))]
+        row_dir = right - (right @ normal) * normal
+        row_dir /= np.linalg.norm(row_dir)
+        col_dir = np.cross(normal, row_dir)
+        col_dir *= np.sign(col_dir @ down) or 1.0  # the scanner flips the normal rather than show feet up
+    angle = np.radians(rng.uniform(-20, 20))
+    row_dir, col_dir = np.cos(angle) * row_dir + np.sin(angle) * col_dir, -np.sin(angle) * row_dir + np.cos(angle) * col_dir
+    fov = float(np.clip(heart_mm * rng.uniform(1.8, 2.3), 240, 380))
+    fov_rows = fov * rng.uniform(0.75, 1.0)
+    shift = rng.normal(0, 8, 2)
+    return _slab(centre + shift[0] * row_dir + shift[1] * col_dir, row_dir, col_dir, (fov, fov_rows), pixel_mm)
+
+
 def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) -> list[SeriesPlan]:
     """The protocol of a CMR exam, in acquisition order, in this patient's geometry."""
     p = phantom.params
@@ -86,8 +121,12 @@ def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) ->
     sax_centre = O + Z * (z_lo + z_hi) / 2 + X * 15
     sax = lambda pixel, n=n_sax, spacing=sax_spacing, centre=sax_centre: _slab(centre, -X, -Y, (fov, 0.8 * fov), pixel, n, spacing)  # noqa: E731
 
-    # Long-axis planes contain Z; apex at the top of the image.
-    lax_centre = O + 0.1 * c * Z
+    # Long-axis planes contain Z; their field of view and display vary as between scanners
+    # (_long_axis_slab), drawn from their own stream so that the other series stay as they are.
+    lax_rng = np.random.default_rng([p.seed, 4])
+    atria_top = 1.8 * max(phantom.la_radii[2], phantom.ra_radii[2])
+    heart_mm = c + p.apex_wall_mm + atria_top  # apex to the roof of the atria
+    lax_centre = O + 0.5 * (atria_top - c - p.apex_wall_mm) * Z
     aortic = phantom.axes[:2].T @ (phantom.aortic_valve_xy / np.linalg.norm(phantom.aortic_valve_xy))
     four_ch_centre = lax_centre + Y * phantom.la_centre_xy[1] * 0.5
     curve = phantom.aorta_curve
@@ -120,11 +159,11 @@ def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) ->
                    {"sequence_name": "*h2d1", "scanning_sequence": ("SE",), "sequence_variant": ("SK", "SP"),
                     "echo_time": 40.0, "repetition_time": 800.0, "flip_angle": 160.0, "image_type": ("ORIGINAL", "PRIMARY", "M", "NORM")}),
         SeriesPlan(3, "cine_2ch", "cine_retro_2ch", "cine", "2ch", "bssfp",
-                   [_slab(lax_centre, Y, Z, (fov, fov), cine_pixel)], 8.0, cine_phases, cine, enhanced=True),
+                   [_long_axis_slab(lax_centre, Y, Z, heart_mm, cine_pixel, lax_rng)], 8.0, cine_phases, cine, enhanced=True),
         SeriesPlan(4, "cine_4ch", "cine_retro_4ch", "cine", "4ch", "bssfp",
-                   [_slab(four_ch_centre, -X, Z, (fov, fov), cine_pixel)], 8.0, cine_phases, cine),
+                   [_long_axis_slab(four_ch_centre, -X, Z, heart_mm, cine_pixel, lax_rng)], 8.0, cine_phases, cine),
         SeriesPlan(5, "cine_3ch", "cine_retro_3ch", "cine", "3ch", "bssfp",
-                   [_slab(lax_centre, aortic, Z, (fov, fov), cine_pixel)], 8.0, cine_phases, cine),
+                   [_long_axis_slab(lax_centre, aortic, Z, heart_mm, cine_pixel, lax_rng)], 8.0, cine_phases, cine),
         SeriesPlan(6, "cine_sax", "cine_retro_sax", "cine", "sax", "bssfp",
                    [sax(cine_pixel)], 8.0, cine_phases, cine),
         SeriesPlan(7, "cine_aorta", "cine_retro_lvot_aorta", "cine", "aorta", "bssfp",
@@ -144,11 +183,13 @@ def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) ->
     return plans
 
 
-def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phases: list[float], table: np.ndarray):
+def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phases: list[float], table: np.ndarray,
+                 look: CineLook | None = None):
     """Noise-free signal and labels of one stack: [slices, frames, rows, cols].
 
     Each pixel averages 2x2 in-plane by 3 through-plane samples (partial volume); labels
-    are the tissue at the voxel centre.
+    are the tissue at the voxel centre. With a ``look`` (cines) the signal gets texture,
+    trabeculae and the point spread of a real acquisition; the labels stay exact.
     """
     m = stack.ijk_to_lps
     normal = np.cross(m[:3, 0], m[:3, 1])
@@ -158,12 +199,24 @@ def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phas
     shape = (stack.slices, len(phases), stack.rows, stack.cols)
     signal = np.empty(shape, np.float32)
     labels = np.empty(shape, np.uint8)
+    fields = look.fields() if look is not None else None
+    pixel_mm = float(np.linalg.norm(m[:3, 0]))
     for k, centres in enumerate(_stack_centres(stack)):
         samples = centres[:, :, None, :] + offsets_lps
         chest_samples, chest_centres = phantom.chest_tissue(samples), phantom.chest_tissue(centres)
+        if fields is not None:  # static texture, evaluated once per slice at the pixel centres
+            fine, coarse = fields[0](centres)[..., None], fields[1](centres)[..., None]
+            grain = fields[0](centres * 0.8)  # a different cut of the field for trabeculae
         for f, phase in enumerate(phases):
-            signal[k, f] = table[phantom.tissue(samples, phase, chest=chest_samples)].mean(-1)
+            tissue = phantom.tissue(samples, phase, chest=chest_samples)
             labels[k, f] = labels_from_tissue(phantom.tissue(centres, phase, chest=chest_centres))
+            if fields is None:
+                signal[k, f] = table[tissue].mean(-1)
+            else:
+                textured = look.textured(table[tissue], tissue, fine, coarse).mean(-1)
+                signal[k, f] = look.trabeculate(textured, labels[k, f], grain, pixel_mm)
+    if look is not None:
+        signal = look.blur(signal)
     return signal, labels
 
 
@@ -211,6 +264,7 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
     study = _study_info(params, seed)
     bias = CoilBias(rng, phantom.origin, params.body_half_depth_mm)
     tables = {name: seq.table(rng, jitter=0.06 if not seq.is_map else 0.03) for name, seq in SEQUENCES.items()}
+    look = CineLook.draw(seed)
     rr_ms = 60000.0 / params.heart_rate_bpm
     (out / "ground_truth" / "labels").mkdir(parents=True)
 
@@ -222,14 +276,19 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
         folder = out / "DICOM" / f"S{plan.number:03d}_{plan.name}"
         series_uid = generate_uid(entropy_srcs=[f"cmrfm-synthetic-series-{seed}-{plan.number}"])
         stacks_truth = []
+        cine_look = look if plan.image_type == "cine" else None
+        table = cine_look.table(tables[plan.sequence]) if cine_look else tables[plan.sequence]
         for s_index, stack in enumerate(plan.stacks):
-            signal, labels = render_stack(phantom, stack, plan.thickness, plan.phases, tables[plan.sequence])
+            signal, labels = render_stack(phantom, stack, plan.thickness, plan.phases, table, cine_look)
             noise_rng = np.random.default_rng([seed, plan.number, s_index])
             if seq.is_map:
                 pixels = add_map_noise(signal, seq.noise, noise_rng)
             else:
-                biased = signal * bias(_stack_centres(stack))[:, None]
-                pixels = add_rician_noise(biased, seq.noise * tables[plan.sequence][Tissue.LV_BLOOD], noise_rng) * seq.scale
+                shading = bias(_stack_centres(stack))
+                if cine_look:
+                    shading = shading**cine_look.shading_power
+                noise = seq.noise * table[Tissue.LV_BLOOD] * (cine_look.noise_gain if cine_look else 1.0)
+                pixels = add_rician_noise(signal * shading[:, None], noise, noise_rng) * seq.scale
             info = replace(
                 study,
                 series_uid=series_uid,
