@@ -24,6 +24,24 @@ NO_DATA = (200, 200, 200)  # a segment without a value
 COLOUR_STOPS = ((255, 255, 204), (253, 141, 60), (189, 0, 38))  # light yellow, orange, dark red
 
 
+# Fixed colour scales, so that one colour means one value in every study: normal sits low
+# on the scale and what is abnormal stands out (native T1 about 950-1050 ms at 1.5 T and
+# 1150-1300 ms at 3 T with MOLLI, T2 about 45-55 ms, end-diastolic wall thickness 6-11 mm
+# with 15 mm and more hypertrophic: Kawel-Boehm et al., JCMR 2020). Measurements not named
+# here are coloured over the span of their values.
+FIXED_SCALES = {"t2": (35.0, 75.0), "wall_thickness": (0.0, 20.0), "lge_extent": (0.0, 100.0)}
+T1_SCALES_BY_FIELD_T = {1.5: (850.0, 1250.0), 3.0: (1050.0, 1450.0)}
+
+
+def fixed_scale(measurement: str, field_strength_t: float | None = None) -> tuple[float, float] | None:
+    """The fixed (low, high) colour scale of a measurement, or None for the span of its values.
+    T1 needs the field strength; without it the 1.5 T scale is used."""
+    if measurement == "t1":
+        field = 1.5 if not field_strength_t else field_strength_t
+        return T1_SCALES_BY_FIELD_T[min(T1_SCALES_BY_FIELD_T, key=lambda t: abs(t - field))]
+    return FIXED_SCALES.get(measurement)
+
+
 def finite_values(values: dict[int, float | None]) -> dict[int, float]:
     """The segments that have a value (None and NaN mean no value)."""
     return {k: v for k, v in values.items() if v is not None and math.isfinite(v)}

@@ -25,9 +25,9 @@ def bullseye_rgb(values: dict[int, float], scale: tuple[float, float] | None = N
     return rgb
 
 
-def add_bullseye(scene, values: dict[int, float], unit: str, name: str):
-    """A vector volume of the bull's-eye (1 pixel = 1 mm, in the axial plane, anterior up)."""
-    scale = (0.0, 100.0) if unit == "%" else None
+def add_bullseye(scene, values: dict[int, float], unit: str, name: str, scale: tuple[float, float] | None = None):
+    """A vector volume of the bull's-eye (1 pixel = 1 mm, in the axial plane, anterior up);
+    ``scale``: a fixed colour scale (measurements.bullseye.fixed_scale), else the values' span."""
     rgb = bullseye_rgb(values, scale)
     node = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", name)
     node.SetIJKToRASMatrix(vtk_matrix(LPS_TO_RAS))  # i to patient left, j to posterior: the axial view shows it upright

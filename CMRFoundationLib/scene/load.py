@@ -13,6 +13,7 @@ import slicer
 from ..analysis.outputs import ANALYSIS_FILE, LABELS_DIR
 from ..analysis.results import FORMAT, FORMAT_VERSION, OK
 from ..files import read_json
+from ..measurements.bullseye import fixed_scale
 from ..stack import ImageStack
 from ..volume_io import read_volume
 from . import edits, hierarchy
@@ -111,7 +112,8 @@ def load_analysis(scene, analysis_dir: str | os.PathLike,
         hierarchy.place(scene, node, _folder_of(scene, loaded[key]))
         loaded[key].landmarks.append(node)
     for (key, quantity, unit), values in segment_value_sets(document["measurements"]).items():
-        node = add_bullseye(scene, values, unit, f"{key} bull's-eye {quantity} ({unit})")
+        scale = fixed_scale(quantity, (document.get("study") or {}).get("field_strength_t"))
+        node = add_bullseye(scene, values, unit, f"{key} bull's-eye {quantity} ({unit})", scale)
         edits.tag(node, edits.BULLSEYE, study_uid, series=records[key]["series_uid"], series_key=key, task=quantity)
         hierarchy.place(scene, node, _folder_of(scene, loaded[key]))
         loaded[key].bullseyes.append(node)

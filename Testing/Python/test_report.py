@@ -187,6 +187,21 @@ def test_one_bullseye_with_16_segments_per_plot(page, analysis):
     assert sorted(plots) == sorted(expected.values())
 
 
+def test_map_bullseyes_use_fixed_clinical_colour_scales(page, analysis):
+    """A T1 of 1000 ms has one colour in every 1.5 T study (not the min-max of the study):
+    the scale is stated under the plot and every segment's fill follows it."""
+    from CMRFoundationLib.measurements.bullseye import colour_of, fixed_scale
+
+    for part_name, plot in (("t1_map", "t1"), ("t2_map", "t2")):
+        part = analysis.parts[part_name]
+        low, high = fixed_scale(plot, analysis.stack(part.series).info.field_strength)
+        values = {m.segment: m.value for m in part.measurements if m.name == plot and m.segment is not None}
+        fills = {int(attrs["data-segment"]): attrs["fill"] for tag, attrs, svg in elements(section(page, part_name))
+                 if tag == "path" and svg is not None and svg.get("data-plot") == plot}
+        assert values and all(fills[k] == report._css(colour_of(v, low, high)) for k, v in values.items())
+        assert f"colour scale {low:.0f}-{high:.0f} ms (fixed)" in section(page, part_name)
+
+
 def test_images_are_pngs_that_decode(page, tmp_path):
     images = png_images(page, tmp_path)
     for caption, pixels, attrs in images:

@@ -14,7 +14,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 vtk = pytest.importorskip("vtk")
 
-from CMRFoundationLib.analysis.report import COLOUR_STOPS, NO_DATA  # noqa: E402
+from CMRFoundationLib.analysis.report import NO_DATA  # noqa: E402
+from CMRFoundationLib.measurements.bullseye import colour_of, fixed_scale  # noqa: E402
 from CMRFoundationLib.scene import (  # noqa: E402
     AnalysisFolderError,
     close_scene,
@@ -180,9 +181,10 @@ def test_bullseyes_show_the_segment_values_in_the_reports_colours(document, load
     key = document["parts"]["myocardial_segments"]["series"]
     (node,) = [n for n in load.series[key].bullseyes if "wall_thickness" in n.GetName()]
     rgb = array_of(node.GetImageData()).reshape(*segments.shape, 3)
-    thickest, thinnest = max(wall, key=wall.get), min(wall, key=wall.get)
-    assert tuple(rgb[segments == thickest][0]) == COLOUR_STOPS[-1]
-    assert tuple(rgb[segments == thinnest][0]) == COLOUR_STOPS[0]
+    # The fixed wall-thickness scale (0-20 mm), as in the report: one colour, one thickness, in every study.
+    assert fixed_scale("wall_thickness") == (0.0, 20.0)
+    for segment, value in wall.items():
+        assert tuple(rgb[segments == segment][0]) == colour_of(value, 0.0, 20.0)
     for segment in set(range(1, 17)) - set(wall):
         assert tuple(rgb[segments == segment][0]) == NO_DATA
 

@@ -62,9 +62,11 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     record_certainty(ctx, part, prediction, [function.ed_frame, function.es_frame])
     problems = short_axis_problems(labels[:, function.ed_frame], float(np.mean(stack.spacing[:2])), lv_blood=lv,
                                    lv_myocardium=myo, rv_blood=rv, basal_end=basal_end)
-    part.results["structure_problems_at_ed"] = problems
+    part.results["structure_problems_at_ed"] = [p.text for p in problems]
     for problem in problems:
-        ctx.flag("warning", r.SEGMENTATION_QUALITY, f"short-axis segmentation at ED: {problem}", part.series, part.name)
+        ctx.flag("warning", r.SEGMENTATION_QUALITY, f"short-axis segmentation at ED: {problem.text}", part.series,
+                 part.name)
+    invalidating = [p.text for p in problems if p.invalidates_volumes]
     ctx.shared.sax = SaxState(stack, labels, prediction.task.labels, function.ed_frame, function.es_frame, basal_end, reference)
 
     for side, volumes in (("lv", function.lv), ("rv", function.rv)):
@@ -76,9 +78,9 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
             part.measure(f"{side}_{name}", getattr(volumes, attribute))
     part.measure("lv_mass", function.lv_mass_g)
     part.measure("lv_mass_index", function.lv_mass_index_g_m2)
-    if problems:  # the volumes of an impossible segmentation are not numbers to report as such
+    if invalidating:  # the volumes of an impossible segmentation are not numbers to report as such
         for row in part.measurements:
-            row.check = "the segmentation failed a structural check: " + "; ".join(problems)
+            row.check = "the segmentation failed a structural check: " + "; ".join(invalidating)
     part.measure("bsa", function.bsa_m2)
     seg_frames = sorted({function.ed_frame, function.es_frame} - {None})
     part.label_maps.append(LabelMap(prediction.task.name, labels, prediction.task.labels, seg_frames=seg_frames))

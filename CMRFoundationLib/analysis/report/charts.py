@@ -13,6 +13,7 @@ from ...measurements.bullseye import (
     SEGMENT_PLACES,
     colour_of,
     finite_values,
+    fixed_scale,
     value_range,
 )
 from ...terminology import STRUCTURES
@@ -87,11 +88,17 @@ def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return [round(first + i * step, 10) for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _bullseye_figure(part: PartResult, name: str, unit: str, title: str, scale=None) -> str:
+def _bullseye_figure(part: PartResult, name: str, unit: str, title: str, field_strength_t: float | None = None) -> str:
+    """The part's per-segment values of ``name`` on the measurement's fixed colour scale
+    (measurements.bullseye.fixed_scale), stated under the plot."""
     values = {m.segment: m.value for m in part.measurements if m.name == name and m.segment is not None}
     if not values:
         return f'<p class="meta">{_e(title)}: no segment values.</p>'
-    return f"<figure>{bullseye_svg(values, unit, name, scale)}<figcaption>{_e(title)}</figcaption></figure>"
+    scale = fixed_scale(name, field_strength_t)
+    low, high = value_range(values, scale)
+    how = "fixed" if scale else "this study's range"
+    caption = f"{title}; colour scale {_number(low, unit)}-{_number(high, unit)} {_unit(unit)} ({how})"
+    return f"<figure>{bullseye_svg(values, unit, name, scale)}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
 def bullseye_svg(values: dict[int, float], unit: str, name: str, scale: tuple[float, float] | None = None) -> str:

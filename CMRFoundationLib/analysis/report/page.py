@@ -185,16 +185,29 @@ def _part_section(analysis: StudyAnalysis, part: PartResult) -> str:
         reason = part.reason or "no reason given"
         text += f'<p class="not-done"><strong>{_e(part.status.capitalize())}</strong>: {_e(reason)}</p>'
     else:
-        implausible = [m for m in part.measurements if m.check]
-        if implausible:  # above any layout, so no section can show such a number without it
-            text += ('<ul class="implausible">' + "".join(f"<li><strong>Not plausible</strong>: {_e(m.check)}"
-                     + (f" ({_e(m.segment_label)})" if m.segment is not None else "") + "</li>" for m in implausible)
-                     + "</ul>")
+        text += _implausible_list(part)
         render = PART_RENDERERS.get(part.name, _measurement_list)
         text += _safe(render, analysis, part)
     if part.notes:
         text += '<ul class="notes">' + "".join(f"<li>{_e(note)}</li>" for note in part.notes) + "</ul>"
     return text + "</section>"
+
+
+def _implausible_list(part: PartResult) -> str:
+    """Above any layout, so that no section shows a flagged number without its reason: each
+    reason once, with the values it concerns."""
+    from ..parts import MEASUREMENTS
+
+    concerned: dict[str, list[str]] = {}
+    for m in part.measurements:
+        if m.check:
+            label = MEASUREMENTS[m.name].label if m.name in MEASUREMENTS else m.name
+            concerned.setdefault(m.check, []).append(f"{label} {m.segment_label}".strip())
+    if not concerned:
+        return ""
+    items = "".join(f"<li><strong>Not plausible</strong>: {_e(check)} ({_e(', '.join(labels))})</li>"
+                    for check, labels in concerned.items())
+    return f'<ul class="implausible">{items}</ul>'
 
 
 def _function(analysis: StudyAnalysis, part: PartResult) -> str:
@@ -314,7 +327,7 @@ def _lge_extent(analysis: StudyAnalysis, part: PartResult) -> str:
                                   f"(cut-off {_number(extent.get('presence_cutoff_percent'), '%')} %)"]]
     aha = part.results.get("aha") or {}
     return (_table(None, rows)
-            + _bullseye_figure(part, "lge_extent", "%", "Enhanced myocardium per segment (% of the segment)", (0.0, 100.0))
+            + _bullseye_figure(part, "lge_extent", "%", "Enhanced myocardium per segment (% of the segment)")
             + _safe(_single_frame_images, analysis, part, "LGE", aha.get("basal_end")))
 
 
@@ -332,7 +345,8 @@ def _map(analysis: StudyAnalysis, part: PartResult) -> str:
            overall.get("pixels", "—")]
     aha = results.get("aha") or {}
     return (_table(["LV myocardium, global", "Mean", "Median", "SD", "Pixels"], [row], numeric=(1, 2, 3, 4))
-            + _bullseye_figure(part, quantity, unit, f"{quantity.upper()} per segment, mean ({unit})")
+            + _bullseye_figure(part, quantity, unit, f"{quantity.upper()} per segment, mean ({unit})",
+                               analysis.stack(part.series).info.field_strength)
             + _safe(_single_frame_images, analysis, part, f"{quantity.upper()} map", aha.get("basal_end")))
 
 
