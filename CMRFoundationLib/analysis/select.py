@@ -92,7 +92,7 @@ def _select(role: Role, records, override: int | None) -> Selection:
                                      f"{_described(classification)}"})
             continue
         problem = (_structure_problem(role, record.stack) or acquisition_problem(record.stack, role.image_type)
-                   or _header_disagrees(role, classification))
+                   or _header_disagrees(classification))
         if problem:
             alternatives.append({"series": record.key, "why_not": problem})
         else:
@@ -138,21 +138,14 @@ def _structure_problem(role: Role, stack) -> str | None:
     return None
 
 
-def _header_disagrees(role: Role, classification) -> str | None:
+def _header_disagrees(classification) -> str | None:
     """Pixels and header must agree before a series is used on its own: the header's words
     are free text, but a series that says "perfusion" or "LGE" and looks like a cine is
     more often misread by the model than mislabelled by the scanner."""
-    header = classification.header
-    if classification.image_type_source != "pixels":
+    disagreements = classification.disagreements()
+    if not disagreements:
         return None
-    if header.image_type not in (None, role.image_type):
-        said = header.image_type
-    elif role.view is not None and classification.view_source.startswith("pixels") and header.view not in (None, role.view):
-        said = f"the {header.view} view"
-    else:
-        return None
-    return (f"its header suggests {said} ({'; '.join(header.evidence)}), the pixels {role.title}: not used "
-            f"until they agree (name the series to use it anyway)")
+    return f"{'; '.join(disagreements)}: not used until they agree (name the series to use it anyway)"
 
 
 def _rank(role: Role, record) -> tuple:

@@ -72,13 +72,9 @@ def short_axis_problems(
     if rv_blood is not None:
         rv = label_mask(labels, rv_blood)
         reach = max(1, math.ceil(MAX_RV_GAP_MM / pixel_mm))
-        far, both = [], np.flatnonzero(rv.any(axis=(1, 2)) & myocardium.any(axis=(1, 2)))
-        for k in both:
-            near = myocardium[k]
-            for _ in range(reach):
-                near = dilate_in_plane(near)
-            if not (near & rv[k]).any():
-                far.append(int(k))
+        near = dilate_in_plane(myocardium, radius=reach)  # box: within reach along rows and columns
+        both = np.flatnonzero(rv.any(axis=(1, 2)) & myocardium.any(axis=(1, 2)))
+        far = [int(k) for k in both if not (near[k] & rv[k]).any()]
         if far:
             problems.append(StructureProblem(f"the RV blood pool lies more than {MAX_RV_GAP_MM:g} mm from the LV "
                                              f"myocardium on slice(s) {far}: not where an RV can be",

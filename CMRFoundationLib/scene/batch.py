@@ -75,7 +75,8 @@ def run_batch(studies_dir: str | os.PathLike, out_dir: str | os.PathLike, option
         final = out / study.name
         if (final / MARKER).is_file():
             progress(f"[{number}/{len(studies)}] {study.name}: done before, skipped")
-            outcomes.append(StudyOutcome(study.name, "done", False, *_key_measurements(final)))
+            values, implausible = _key_measurements(final)
+            outcomes.append(StudyOutcome(study.name, "done", False, values, implausible=implausible))
         else:
             progress(f"[{number}/{len(studies)}] {study.name}: analysing")
             outcomes.append(_run_study(study, final, options or AnalysisOptions(), scene_factory or new_scene))
@@ -100,7 +101,8 @@ def _run_study(study: Path, final: Path, options: AnalysisOptions, scene_factory
         if final.exists():
             shutil.rmtree(final)  # an earlier run's incomplete result (no marker)
         os.replace(partial, final)
-        return StudyOutcome(study.name, "done", True, *_key_measurements(final))
+        values, implausible = _key_measurements(final)
+        return StudyOutcome(study.name, "done", True, values, implausible=implausible)
     except Exception as error:  # one study must never stop the batch; its reason goes into the summary
         log.debug("study %s failed:\n%s", study, traceback.format_exc())
         shutil.rmtree(partial, ignore_errors=True)
@@ -132,16 +134,16 @@ def _seg_frames(folder: Path, key: str, map_name: str) -> list[int]:
     return []
 
 
-def _key_measurements(folder: Path) -> tuple[dict[str, float], str, dict[str, float]]:
+def _key_measurements(folder: Path) -> tuple[dict[str, float], dict[str, float]]:
     """The study-level (not per-segment) values of KEY_MEASUREMENTS from analysis.json:
-    (plausible values, no error, implausible values). A cohort's averages must not take in
+    (plausible values, implausible values). A cohort's averages must not take in
     a number the analysis itself flagged, so those are kept apart."""
     document = json.loads((folder / "analysis.json").read_text(encoding="utf-8"))
     values, implausible = {}, {}
     for m in document["measurements"]:
         if m["name"] in KEY_MEASUREMENTS and m.get("segment") is None and m["name"] not in {*values, *implausible}:
             (implausible if m.get("check") else values)[m["name"]] = m["value"]
-    return values, "", implausible
+    return values, implausible
 
 
 def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:

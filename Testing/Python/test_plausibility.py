@@ -120,9 +120,9 @@ def test_batch_summary_keeps_implausible_values_out_of_their_columns(heavy_patie
     folder = tmp_path / "study"
     folder.mkdir()
     (folder / "analysis.json").write_text(json.dumps(document), encoding="utf-8")
-    values, _, implausible = _key_measurements(folder)
+    values, implausible = _key_measurements(folder)
     assert "lv_ef" not in values and implausible == {"lv_ef": ef["value"]} and "lv_edv" in values
-    _write_summary([StudyOutcome("study", "done", True, values, "", implausible)], tmp_path / "summary.csv")
+    _write_summary([StudyOutcome("study", "done", True, values, implausible=implausible)], tmp_path / "summary.csv")
     with open(tmp_path / "summary.csv", newline="", encoding="utf-8") as handle:
         (row,) = csv.DictReader(handle)
     assert row["lv_ef"] == "" and row["implausible"] == f"lv_ef={ef['value']:.6g}" and row["lv_edv"]
