@@ -145,8 +145,8 @@ class AnalysisRun:
 
     def cancel(self) -> None:
         """Ask the process tree to stop; what is left of it ``grace_s`` later is killed (checked when polled)."""
-        if self._process is None or self._result is not None or self._kill_at is not None:
-            return
+        if self._process is None or self._process.poll() is not None or self._kill_at is not None:
+            return  # not started, already ended (its exit code settles the result), or already cancelled
         self._kill_at = time.monotonic() + self.grace_s
         for process in self._alive_tree():
             _signal(process, "terminate")
