@@ -115,8 +115,8 @@ class CMRFoundationParameterNode:
 
 
 def chosenFolder(path: str) -> Optional[str]:
-    """The folder a folder parameter holds, None when empty."""
-    return path.strip() or None
+    """The folder a folder parameter holds, None when empty ("." too: what scenes saved before held for empty)."""
+    return None if path.strip() in ("", ".") else path.strip()
 
 
 class CMRFoundationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -255,7 +255,7 @@ class CMRFoundationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         missing = self.logic.missingRequirements()
         if not missing:
             return True
-        with slicer.util.tryWithErrorDisplay("Cannot install PyTorch."):
+        with slicer.util.tryWithErrorDisplay("Cannot install PyTorch."):  # shows the reason, then stops here
             self.logic.checkPyTorchExtension(missing)
         if not slicer.util.confirmOkCancelDisplay(
                 "CMR Foundation needs these Python packages, which will be downloaded and installed now "
@@ -265,12 +265,8 @@ class CMRFoundationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return False
         self.ui.statusLabel.text = "Installing Python packages..."
         slicer.app.processEvents()
-        installed = False
         with slicer.util.tryWithErrorDisplay("Failed to install the Python packages.", waitCursor=True):
             restart = self.logic.installRequirements(missing)
-            installed = True
-        if not installed:
-            return False
         if restart:  # this Slicer still runs the versions it imported before (e.g. pydicom)
             self.ui.statusLabel.text = "Python packages installed; restart Slicer before the analysis."
             if slicer.util.confirmYesNoDisplay(
@@ -343,7 +339,7 @@ class CMRFoundationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def importWeights(self, path):
         with slicer.util.tryWithErrorDisplay("Failed to import the weights.", waitCursor=True):
             folder, tasks = self.logic.importWeights(path)
-            self._parameterNode.weightsFolder = folder
+            self._parameterNode.weightsFolder = str(folder)
             self.ui.statusLabel.text = f"Imported verified weights of {len(tasks)} task(s) into {folder}: {', '.join(tasks)}."
 
 
@@ -562,10 +558,15 @@ class CMRFoundationTest(ScriptedLoadableModuleTest):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
+        import unittest
+
         for test in (self.test_pytest_suite_in_slicer, self.test_sample_study_analysed_into_the_scene,
                      self.test_database_study_analysed_onto_its_loaded_volumes):
             self.setUp()
-            test()
+            try:
+                test()
+            except unittest.SkipTest as skipped:
+                logging.warning(f"{test.__name__} skipped: {skipped}")
 
     def installRequirements(self, logic):
         unsupported = unsupportedPythonMessage(sys.version_info)
@@ -585,6 +586,8 @@ class CMRFoundationTest(ScriptedLoadableModuleTest):
 
     def test_pytest_suite_in_slicer(self):
         logic = CMRFoundationLogic()
+        if not logic.pytestFolder().is_dir():  # a built extension: the suite is in the source checkout only
+            self.skipTest(f"no pytest suite at {logic.pytestFolder()}; run the self-test from a source checkout")
         self.installRequirements(logic)
         self.delayDisplay("Running the pytest scene tests in Slicer (a few minutes on a CPU)")
         self.assertEqual(logic.runPytest(), 0, "pytest failures: see the Python console")
