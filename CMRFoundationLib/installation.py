@@ -1,9 +1,17 @@
 """What a fresh Slicer needs before its first analysis: the Python packages and the weights.
 
-The Slicer module asks the user before installing anything (torch through the PyTorch
-extension when it is there, the rest with ``slicer.util.pip_install``); this part only
-finds what is missing, and imports weights that were brought in by hand (no network),
-so it is tested in plain Python.
+The Slicer module asks the user before installing anything: torch through the PyTorch
+extension (the extension's dependency), the rest with ``slicer.util.pip_install`` pinned
+by CONSTRAINTS_FILE, the versions CI tests with (test_installation.py checks that the
+pins are the ones installed there and cover what they pull in). This part finds what is
+missing, says what an install changes, and imports weights that were brought in by hand
+(no network), so it is tested in plain Python.
+
+Slicer's own modules import some of these packages. Slicer 5.10 ships pydicom 2.4.4,
+which highdicom and the reader cannot use: the install upgrades it to the pinned 3.x,
+says so before, and asks for a restart when the session had already imported it. The
+pydicom calls of Slicer 5.10's DICOM modules are checked against the pinned pydicom
+(test_slicer_pydicom.py, also run inside Slicer by the module's self-test).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement as PipRequirement
 from packaging.version import InvalidVersion, Version
 
 from .files import atomic_write, read_json
@@ -45,8 +54,14 @@ REQUIREMENTS = (
     Requirement("highdicom", "highdicom", "0.23"),
     Requirement("safetensors", "safetensors", "0.4"),
     Requirement("PIL", "pillow", "9.1"),  # the report's PNG images
+    Requirement("psutil", "psutil", "5.9"),  # cancelling stops the analysis's whole process tree (runner.py)
     # packaging (the version checks here) is not listed: Slicer's own Python ships it (slicer.packaging).
 )
+# The exact versions the installer may install (pip --constraint), beside the library as in the extension.
+CONSTRAINTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "Requirements" / "slicer-constraints.txt"
+# Packages Slicer's own modules import, which an install may upgrade; who uses them, for the user to know.
+USED_BY_SLICER = {"pydicom": "Slicer's DICOM modules", "numpy": "Slicer", "pillow": "Slicer's DICOM modules",
+                  "SimpleITK": "Slicer"}
 
 
 def missing_requirements(requirements=REQUIREMENTS) -> list[tuple[Requirement, str]]:
@@ -67,6 +82,55 @@ def missing_requirements(requirements=REQUIREMENTS) -> list[tuple[Requirement, s
         if too_old:
             missing.append((requirement, f"version {found} found"))
     return missing
+
+
+def pins(path: str | os.PathLike = CONSTRAINTS_FILE) -> dict[str, PipRequirement]:
+    """Package name (lower case) -> its pin in a constraints file, for this platform (markers evaluated)."""
+    found = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pin = PipRequirement(line)
+            if pin.marker is None or pin.marker.evaluate():
+                found[pin.name.lower()] = pin
+    return found
+
+
+def pinned_version(package: str) -> str | None:
+    pin = pins().get(package.lower())
+    return next((spec.version for spec in pin.specifier if spec.operator == "=="), None) if pin else None
+
+
+def pip_arguments(requirements) -> list[str]:
+    """``slicer.util.pip_install``'s arguments (a list: a path may hold spaces) for the requirements, pinned."""
+    return pip_arguments_for(r.pip_spec for r in requirements)
+
+
+def pip_arguments_for(specs) -> list[str]:
+    return ["--constraint", str(CONSTRAINTS_FILE), *specs]
+
+
+def install_plan(missing: list[tuple[Requirement, str]]) -> list[str]:
+    """One line per missing requirement for the user to confirm: what is installed, and what an
+    upgrade replaces that Slicer itself uses."""
+    lines = []
+    for requirement, why in missing:
+        if requirement.module == "torch":
+            lines.append(f"- PyTorch ({requirement.pip_spec}), through the PyTorch extension ({why})")
+            continue
+        target = pinned_version(requirement.package)
+        line = f"- {requirement.package} {target or requirement.pip_spec} ({why})"
+        if why != "not installed" and requirement.package in USED_BY_SLICER:
+            line += (f": replaces the version {USED_BY_SLICER[requirement.package]} use; checked to work with "
+                     "Slicer's own modules (see the README), and Slicer restarts afterwards")
+        lines.append(line)
+    return lines
+
+
+def restart_needed(missing: list[tuple[Requirement, str]], modules) -> list[str]:
+    """The packages an install upgrades that are already imported (``modules``: sys.modules): this
+    process keeps the old version until Slicer restarts."""
+    return [r.package for r, why in missing if why != "not installed" and r.module in modules]
 
 
 def import_weights(source: str | os.PathLike, destination: str | os.PathLike) -> list[str]:

@@ -16,17 +16,20 @@ and the caller polls it (in Slicer, from a QTimer)::
     run.result          # RunResult: status, exit code, output folder, message (the reason of a failure)
 
 The study is a folder (or one DICOM, NIfTI or NRRD file), as for ``cmrfm analyze``.
-Files scattered over a DICOM database are gathered into one folder first
-(``gather_files``): one input form for the command, and the folder can be kept beside
-the results it produced.
+Files scattered over a DICOM database are analysed where they are, through a file list
+(``CMRFoundationLib.dicom.write_file_list``), never copied.
 
-``cancel()`` terminates the process, and kills it when it has not ended after a grace
-period. A run cancelled before writing leaves its output folder as it was; one cancelled
-while writing leaves ``analysis.json`` with ``"complete": false`` (outputs.py writes that
-marker first), which the result's message points out, so it is never taken for a finished
-analysis.
+In Slicer the command runs under the PythonSlicer launcher (``launch``: Slicer's
+``slicer.util.launchConsoleProcess``), which starts the real interpreter as its own
+child. Terminating the launcher leaves that child running, so ``cancel()`` terminates the
+whole process tree (psutil) and kills what is left of it after a grace period; the run
+counts as running until every process of the tree has ended. ``kill()`` does it at once,
+for when nobody will poll again (Slicer closing). A run cancelled before writing leaves
+its output folder as it was; one cancelled while writing leaves ``analysis.json`` with
+``"complete": false`` (outputs.py writes that marker first), which the result's message
+points out, so it is never taken for a finished analysis.
 
-The runner itself needs only the standard library and sits outside ``analysis`` (whose
+The runner needs the standard library and psutil, and sits outside ``analysis`` (whose
 ``__init__`` imports the pipeline, torch included): torch and the models load in the
 child process only, never in Slicer's own.
 """
@@ -37,7 +40,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -47,11 +49,13 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Mapping
 
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 LIBRARY_ROOT = Path(__file__).resolve().parents[2]  # the folder holding CMRFoundationLib, for the child's PYTHONPATH
 STDERR_LINES_KEPT = 200
 STREAM_END_WAIT_S = 2.0  # after the process ends, how long its last output may take to arrive
+KILL_WAIT_S = 5.0  # how long kill() waits for the killed processes to be gone
 
 
 @dataclass(frozen=True)
@@ -80,13 +84,17 @@ class AnalysisRun:
 
     def __init__(self, study: str | os.PathLike, out_dir: str | os.PathLike, *, weights_dir: str | os.PathLike | None = None,
                  device: str = "auto", lge_n_sd: float = 5.0, series: dict[str, int] | None = None,
-                 python: str | None = None, grace_s: float = 5.0) -> None:
+                 python: str | None = None, grace_s: float = 5.0,
+                 launch: Callable[[list[str]], subprocess.Popen] | None = None) -> None:
         self.study, self.out_dir = Path(study), Path(out_dir)
         self.weights_dir, self.device, self.lge_n_sd = weights_dir, device, lge_n_sd
         self.series = dict(series or {})
         self.python = python or sys.executable  # in Slicer: PythonSlicer
         self.grace_s = grace_s
+        # Starts the command and returns its Popen (stdout a text pipe; stderr a pipe, or merged into stdout).
+        self.launch = launch or _launch
         self._process: subprocess.Popen | None = None
+        self._tree: dict = {}  # pid -> psutil.Process: every process of the run seen since cancel()
         self._lines: queue.Queue = queue.Queue()
         self._readers: list[threading.Thread] = []
         self._pending: list[ProgressEvent] = []
@@ -109,19 +117,17 @@ class AnalysisRun:
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("this run has already been started; make a new AnalysisRun")
-        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(LIBRARY_ROOT), env.get("PYTHONPATH")) if p)
-        self._process = subprocess.Popen(
-            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", errors="replace", env=env,
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console window on Windows
+        self._process = self.launch(self.command())
         for name, stream in (("stdout", self._process.stdout), ("stderr", self._process.stderr)):
+            if stream is None:  # launchConsoleProcess merges stderr into stdout
+                continue
             reader = threading.Thread(target=_read_lines, args=(stream, name, self._lines), daemon=True)
             reader.start()
             self._readers.append(reader)
 
     @property
     def is_running(self) -> bool:
+        """True until the process has ended (after a cancel: every process of its tree)."""
         self._collect()
         return self._process is not None and self._result is None
 
@@ -138,11 +144,25 @@ class AnalysisRun:
         return events
 
     def cancel(self) -> None:
-        """Ask the process to stop; it is killed if it has not ended ``grace_s`` later (checked when polled)."""
+        """Ask the process tree to stop; what is left of it ``grace_s`` later is killed (checked when polled)."""
         if self._process is None or self._process.poll() is not None or self._kill_at is not None:
-            return
+            return  # not started, already ended (its exit code settles the result), or already cancelled
         self._kill_at = time.monotonic() + self.grace_s
-        self._process.terminate()
+        for process in self._alive_tree():
+            _signal(process, "terminate")
+
+    def kill(self) -> None:
+        """Kill the whole process tree now and wait for it to go (for when nobody will poll again)."""
+        if self._process is None or self._result is not None:
+            return
+        import psutil
+
+        self._kill_at = self._kill_at or time.monotonic()
+        alive = self._alive_tree()
+        for process in alive:
+            _signal(process, "kill")
+        psutil.wait_procs(alive, timeout=KILL_WAIT_S)
+        self._collect()
 
     def wait(self, timeout: float | None = None, interval: float = 0.1) -> RunResult:
         """Block until the run ends (for scripts and tests); cancel it when ``timeout`` seconds pass first."""
@@ -158,14 +178,41 @@ class AnalysisRun:
         if self._process is None or self._result is not None:
             return
         self._take_lines()
-        if self._kill_at is not None and time.monotonic() > self._kill_at and self._process.poll() is None:
-            self._process.kill()
-        if self._process.poll() is None:
+        if self._kill_at is not None:  # cancelled: over once the whole tree has ended
+            alive = self._alive_tree()
+            if alive and time.monotonic() > self._kill_at:
+                for process in alive:
+                    _signal(process, "kill")
+            if alive or self._process.poll() is None:
+                return
+        elif self._process.poll() is None:
             return
         for reader in self._readers:
             reader.join(STREAM_END_WAIT_S)
         self._take_lines()
         self._result = self._settle(self._process.returncode)
+
+    def _alive_tree(self) -> list:
+        """The run's processes still alive: the launched one, its descendants now, and those seen before
+        (a child whose launcher has ended is no longer found below it)."""
+        import psutil
+
+        try:
+            root = psutil.Process(self._process.pid)
+            found = [root, *root.children(recursive=True)]
+        except psutil.Error:  # the launched process has ended (and been reaped)
+            found = []
+        for process in found:
+            self._tree.setdefault(process.pid, process)
+        alive = []
+        for process in self._tree.values():
+            try:
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except psutil.Error:
+                continue
+        self._process.poll()  # reap the launched process, so that it does not stay a zombie
+        return alive
 
     def _take_lines(self) -> None:
         while True:
@@ -224,10 +271,41 @@ class AnalysisRun:
         return lines[-1] if lines else f"the analysis process exited with code {exit_code} and no message"
 
 
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """The variables the analysis process needs on top of ``base`` (its environment otherwise):
+    unbuffered UTF-8 output, and the library importable whatever the interpreter's own paths."""
+    python_path = os.pathsep.join(p for p in (str(LIBRARY_ROOT), base.get("PYTHONPATH")) if p)
+    return {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", "PYTHONPATH": python_path}
+
+
+def _launch(command: list[str]) -> subprocess.Popen:
+    """Plain Python's launcher: the command with separate stdout and stderr pipes."""
+    return subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, encoding="utf-8", errors="replace", env=dict(os.environ, **child_environment(os.environ)),
+        creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console window on Windows
+
+
+def _signal(process, action: str) -> None:
+    """``process.terminate()`` or ``.kill()``, for a process that may have ended meanwhile."""
+    import psutil
+
+    try:
+        getattr(process, action)()
+    except psutil.Error:
+        pass
+
+
 def _read_lines(stream, name: str, sink: queue.Queue) -> None:
     """Forward each line of a pipe (read in a thread: pipes cannot be polled on Windows)."""
     with stream:
-        for line in stream:
+        while True:
+            try:
+                line = stream.readline()
+            except UnicodeDecodeError:  # launchConsoleProcess decodes with the locale's encoding
+                continue
+            if not line:
+                return
             sink.put((name, line.rstrip("\r\n")))
 
 
@@ -238,27 +316,6 @@ def analysis_completeness(out_dir: str | os.PathLike) -> bool | None:
     except (OSError, ValueError):
         return None
     return isinstance(document, dict) and document.get("complete") is True
-
-
-def gather_files(files, folder: str | os.PathLike) -> Path:
-    """Hard-link (else copy) ``files`` into the new folder ``folder``, to analyse them as one study.
-
-    Names are prefixed with a counter: files of different series may share a name.
-    Raises FileNotFoundError naming a missing file before anything is gathered.
-    """
-    files = [Path(f) for f in files]
-    missing = [f for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(files)} files of the study are missing, e.g. {missing[0]}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=False)
-    for number, source in enumerate(files):
-        target = folder / f"{number:06d}_{source.name}"
-        try:
-            os.link(source, target)
-        except OSError:  # another drive, or a file system without hard links
-            shutil.copy2(source, target)
-    return folder
 
 
 def new_output_folder(root: str | os.PathLike, study_name: str, now: datetime | None = None) -> Path:

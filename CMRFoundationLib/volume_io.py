@@ -16,6 +16,7 @@ import struct
 import numpy as np
 
 from .dicom import StackLoadError, index_study, load_stack, read_study
+from .dicom.index import is_file_list
 from .problems import Problem
 from .stack import LPS_TO_RAS, MAX_VOXELS, ImageStack, SeriesInfo
 
@@ -277,7 +278,7 @@ def write_volume(
 def read_any(path: str | os.PathLike) -> tuple[list[ImageStack], list[Problem]]:
     """Whatever ``path`` is: a DICOM study folder, a volume file, or one DICOM file (its series)."""
     path = os.path.abspath(path)
-    if os.path.isdir(path):
+    if os.path.isdir(path) or is_file_list(path):  # a folder, or a file list (e.g. a DICOM database's files)
         return read_study(path)
     if not os.path.exists(path):
         return [], [Problem(path, "path does not exist")]

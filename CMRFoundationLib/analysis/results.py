@@ -163,6 +163,7 @@ class SeriesRecord:
             "orientation": stack.orientation,
             "frame_times_ms": None if stack.frame_times is None else [round(float(t), 2) for t in stack.frame_times],
             "slice_positions_mm": None if stack.slice_positions is None else [round(float(p), 3) for p in stack.slice_positions],
+            "ijk_to_lps": stack.ijk_to_lps.tolist(),  # the voxel grid, to find the series among a viewer's volumes
             "reader_warnings": list(stack.warnings),
             "classification": None if self.classification is None else self.classification.to_dict(),
         }

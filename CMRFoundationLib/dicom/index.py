@@ -1,6 +1,7 @@
 """Index a DICOM study from its headers: which stacks are there, and what is wrong.
 
-``index_study`` walks a folder tree (any file names), reads every file's header but
+``index_study`` walks a folder tree (any file names), or reads a file list (one path a
+line, the suffix FILE_LIST_SUFFIX: a DICOM database's files, read where they are), reads every file's header but
 none of its pixel bytes, groups images by series and splits each series into
 geometrically consistent stacks of [slices, frames]. Classic single-frame images and
 enhanced multi-frame images (one frame reference per frame) go through the same path.
@@ -30,6 +31,7 @@ from ..stack import MAX_VOXELS, SeriesInfo, geometry_matrix, orientation_label
 
 FrameRef = tuple[str, int | None]  # (file, 0-based frame index in a multi-frame file, None for single-frame)
 
+FILE_LIST_SUFFIX = ".cmrfm-files"
 _MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 _SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"  # DICOM SEG: labels, not an image to analyse
 _PIXEL_DATA_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}  # Pixel Data, Float and Double Float Pixel Data
@@ -221,11 +223,31 @@ class _Skipped(Exception):
         self.severity = severity
 
 
+def is_file_list(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(FILE_LIST_SUFFIX) and os.path.isfile(path)
+
+
+def write_file_list(files, path: str | os.PathLike) -> str:
+    """Write ``files`` as a study to read where they are (``path`` gets FILE_LIST_SUFFIX); the list's path.
+    Raises FileNotFoundError naming a missing file before writing."""
+    files = [os.path.abspath(f) for f in files]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of {len(files)} files of the study are missing, e.g. {missing[0]}")
+    path = os.fspath(path)
+    path = path if path.endswith(FILE_LIST_SUFFIX) else path + FILE_LIST_SUFFIX
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(f"{f}\n" for f in files)
+    return path
+
+
 def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIndex:
-    """Index every DICOM image under ``folder`` (headers only) into stacks, collecting problems."""
+    """Index every DICOM image under ``folder`` (or listed in a file list) into stacks (headers only),
+    collecting problems."""
     root = os.fspath(folder)
     index = StudyIndex(root=root)
-    if not os.path.isdir(root):
+    if not (os.path.isdir(root) or is_file_list(root)):
         reason = "not a folder" if os.path.exists(root) else "path does not exist"
         index.problems.append(Problem(root, reason))
         return index
@@ -233,7 +255,7 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
     images: list[_Image] = []
     first_file_of_sop: dict[str, str] = {}
     series_infos: dict[str, tuple[SeriesInfo, list[str]]] = {}
-    for path in _files(root, recursive, index.problems):
+    for path in _listed_files(root, index.problems) if is_file_list(root) else _files(root, recursive, index.problems):
         index.n_files += 1
         try:
             ds, pixel_bytes = _read_header(path)
@@ -254,7 +276,7 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
         images += file_images
 
     if index.n_files == 0:
-        index.problems.append(Problem(root, "empty folder: no files found"))
+        index.problems.append(Problem(root, "empty file list: no files" if is_file_list(root) else "empty folder: no files found"))
     by_series: dict[str, list[_Image]] = defaultdict(list)
     for image in images:
         by_series[image.info.series_uid].append(image)
@@ -264,6 +286,19 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
     index.stacks.sort(key=lambda s: (s.info.series_number is None, s.info.series_number or 0))
     _refine_orientations(index.stacks)
     return index
+
+
+def _listed_files(file_list: str, problems: list[Problem]):
+    """The files a file list names (one a line), in its order; a missing one is a problem."""
+    with open(file_list, encoding="utf-8") as handle:
+        for line in handle:
+            path = line.rstrip("\r\n")
+            if not path:
+                continue
+            if os.path.isfile(path):
+                yield path
+            else:
+                problems.append(Problem(path, f"listed in {file_list} but not a file"))
 
 
 def _files(root: str, recursive: bool, problems: list[Problem]):

@@ -10,8 +10,9 @@ This is the only part of CMRFoundationLib that imports ``slicer``; in Slicer it 
 
 Modules: mrml (scene set-up, numpy/VTK), images (volumes, cine sequences), segmentations
 (label maps <-> segments), landmarks, tables, bullseye, hierarchy (subject hierarchy),
-edits (result tags, edit detection), sources (the stacks of an analysis), load
-(load_analysis), export (training labels), files (.seg.nrrd, .mrk.json, .mrb), batch.
+edits (result tags, edit detection), sources (the stacks of an analysis), loaded (the
+user's own loaded series, which results attach to), load (load_analysis), export
+(training labels), files (.seg.nrrd, .mrk.json, .mrb), batch.
 """
 
 from .edits import edited_frames

@@ -3,7 +3,9 @@
 Every node the scene layer creates carries attributes saying what it is (KIND), which
 study and series it belongs to and, for what a user may edit (segmentations, landmarks),
 a content fingerprint taken at creation. A segmentation's fingerprint is one SHA-256 per
-frame of its labelmap on the reference grid (segmentations.fingerprint); a cine's
+frame of its segments (names, colours, terminology, each segment's own voxels on the
+reference grid: segmentations.fingerprint); a landmarks node's, of its points (labels,
+descriptions, positions); a cine's
 segmentation is a sequence, so its frames are the sequence items, which the browser
 keeps in step with what the user edits on the proxy node. A node whose content no longer
 matches is edited: it is kept (renamed " (edited)" and marked) and never touched again.
@@ -129,6 +131,7 @@ def remove_node(scene, node) -> None:
 
 
 def _markups_fingerprint(node) -> str:
-    points = [(node.GetNthControlPointLabel(n), *(round(v, 3) for v in node.GetNthControlPointPosition(n)))
+    points = [(node.GetNthControlPointLabel(n), node.GetNthControlPointDescription(n),
+               *(round(v, 3) for v in node.GetNthControlPointPosition(n)))
               for n in range(node.GetNumberOfControlPoints())]
     return hashlib.sha256(json.dumps(points).encode()).hexdigest()

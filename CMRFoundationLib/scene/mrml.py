@@ -1,10 +1,12 @@
 """A MRML scene that works with and without the Slicer application, and numpy <-> VTK helpers.
 
 In Slicer, ``slicer.mrmlScene`` already has every node class registered by the modules.
-A plain ``slicer.vtkMRMLScene()`` (slicer-core, no application) knows only the core
-classes: the sequence browser, markups and segmentation conversion rules are registered
-by their module logics, so ``prepare_scene`` creates those logics once per scene and
-keeps them alive beside it (the sequences logic keeps proxy nodes and sequences in step).
+Any other ``slicer.vtkMRMLScene()`` (slicer-core without the application, or a second
+scene inside Slicer, as the tests and the batch make) knows only the core classes: the
+sequence browser, markups and segmentation conversion rules are registered by their
+module logics, whose application instances serve the application's scene only, so
+``prepare_scene`` creates those logics once per such scene and keeps them alive beside
+it (the sequences logic keeps proxy nodes and sequences in step).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def new_scene() -> "slicer.vtkMRMLScene":
 
 def prepare_scene(scene) -> None:
     """Register the node classes the scene layer needs, unless an application already did."""
-    if _key(scene) in _logics_of_scene or _application_logic("sequences") is not None:
+    if _key(scene) in _logics_of_scene or _is_application_scene(scene):
         return
     application = slicer.vtkSlicerApplicationLogic()
     application.SetMRMLScene(scene)
@@ -103,16 +105,16 @@ def _has_context(logic) -> bool:
 
 
 def _logic(scene, module: str, class_name: str):
-    logic = _application_logic(module)
-    if logic is not None:
-        return logic
+    if _is_application_scene(scene):
+        return getattr(slicer.modules, module).logic()
     prepare_scene(scene)
     return _logics_of_scene[_key(scene)][class_name]
 
 
-def _application_logic(module: str):
-    modules = getattr(slicer, "modules", None)  # only the Slicer application has slicer.modules
-    return getattr(getattr(modules, module, None), "logic", lambda: None)()
+def _is_application_scene(scene) -> bool:
+    """True for Slicer's own scene (only the application has slicer.mrmlScene)."""
+    application_scene = getattr(slicer, "mrmlScene", None)
+    return application_scene is not None and _key(application_scene) == _key(scene)
 
 
 # --- geometry ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ source volume line up voxel for voxel).
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import slicer
@@ -96,12 +97,25 @@ def structure_of(segment) -> str | None:
 
 
 def fingerprint(node) -> str:
-    """SHA-256 of what the segmentation holds: its segment IDs and their voxels on the reference grid."""
+    """SHA-256 of everything a user can change in a segmentation: per segment, in order, its ID,
+    name, colour, terminology, structure and status tags, and its own voxels on the reference grid.
+    Each segment's voxels on their own, not one merged label map: there, painting a segment
+    where a later one overlaps it would change nothing."""
     digest = hashlib.sha256()
-    ids = segment_ids_of(node)
-    digest.update("|".join(ids).encode())
-    if ids:
-        labels = labels_in_reference_geometry(node, ids)
-        digest.update(str(labels.shape).encode())
-        digest.update(labels.astype(np.uint8).tobytes())
+    segmentation = node.GetSegmentation()
+    for segment_id in segment_ids_of(node):
+        segment = segmentation.GetSegment(segment_id)
+        tags = [_tag(segment, name) for name in (segment.GetTerminologyEntryTagName(), STRUCTURE_TAG,
+                                                 slicer.vtkSlicerSegmentationsModuleLogic.GetStatusTagName())]
+        # Colours to 3 decimals: files store them with 6 digits, and k/255 never rounds on a boundary.
+        described = [segment_id, segment.GetName(), [round(c, 3) for c in segment.GetColor()], tags]
+        digest.update(json.dumps(described).encode())
+        voxels = labels_in_reference_geometry(node, [segment_id])
+        digest.update(str(voxels.shape).encode())
+        digest.update(voxels.astype(np.uint8).tobytes())
     return digest.hexdigest()
+
+
+def _tag(segment, name: str) -> str | None:
+    value = vtk.mutable("")
+    return str(value) if segment.GetTag(name, value) else None

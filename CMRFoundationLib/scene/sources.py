@@ -2,8 +2,8 @@
 
 analysis.json names series by key ("S006", "S001-2" for a series' second stack); the
 key alone cannot be trusted across readers, so a stack is matched on what the record
-says about it: Series Instance UID, shape and slice positions. A DICOM folder is indexed
-(headers only) and only the matching stacks are loaded.
+says about it: Series Instance UID, shape and slice positions. A DICOM folder (or file
+list) is indexed (headers only) and only the matching stacks are loaded.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..dicom import index_study, load_stack
+from ..dicom.index import is_file_list
 from ..stack import ImageStack
 from ..volume_io import read_any
 
@@ -31,7 +32,7 @@ def stacks_for(records: list[dict], study: str | os.PathLike | Mapping[str, Imag
             raise SeriesNotFound(f"no stack given for series {', '.join(missing)}")
         return {r["key"]: study[r["key"]] for r in records}
     folder = Path(study)
-    if folder.is_dir():
+    if folder.is_dir() or is_file_list(folder):
         entries = index_study(folder).stacks
         return {r["key"]: load_stack(_match(r, entries, folder)) for r in records}
     stacks, _ = read_any(folder)

@@ -1,15 +1,32 @@
-"""First use in Slicer (installation.py): which packages are missing, and the offline weights import."""
+"""First use in Slicer (installation.py): which packages are missing, what the installer installs
+(pinned by its constraints file), and the offline weights import."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement as PipRequirement
+from packaging.version import Version
 
-from CMRFoundationLib.installation import REQUIREMENTS, Requirement, import_weights, missing_requirements
+from CMRFoundationLib.installation import (
+    CONSTRAINTS_FILE,
+    REQUIREMENTS,
+    Requirement,
+    import_weights,
+    install_plan,
+    missing_requirements,
+    pinned_version,
+    pins,
+    pip_arguments,
+    restart_needed,
+)
 from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR, WeightsError, available_tasks, read_manifest, sha256_of
 
 CARRIED_TASKS = available_tasks(DEFAULT_WEIGHTS_DIR)
@@ -23,6 +40,83 @@ def test_requirements_met_here_and_missing_ones_say_why():
     too_old = Requirement("numpy", "numpy", "999.0")
     assert missing_requirements([absent, too_old]) == [(absent, "not installed"), (too_old, f"version {np.__version__} found")]
     assert too_old.pip_spec == "numpy>=999.0"
+
+
+# What Slicer 5.10 ships that the pins may need (Slicer's SuperBuild/External_python-*.cmake at v5.10.0:
+# numpy, dicom, pythonqt and extension-manager requirements; SimpleITK 2.5.2 built by External_SimpleITK.cmake).
+# The installer must not replace them, but pydicom, which it upgrades on purpose (test_slicer_pydicom.py).
+SLICER_5_10 = {"numpy": "2.0.2", "pillow": "11.2.1", "pydicom": "2.4.4", "typing-extensions": "4.14.0",
+               "packaging": "25.0", "six": "1.17.0", "requests": "2.32.3", "setuptools": "80.9.0",
+               "simpleitk": "2.5.2"}
+UPGRADED = {"pydicom"}
+# Slicer 5.10's packages that depend on pydicom, and what they accept (their wheel's METADATA).
+SLICER_5_10_PYDICOM_USERS = {"dicomweb-client 0.60.0": "pydicom>=2.2"}
+
+
+def normalized(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def test_every_package_the_installer_installs_is_pinned():
+    pinned = {normalized(name) for name in pins()}
+    for requirement in REQUIREMENTS:
+        package = normalized(requirement.package)
+        if requirement.module == "torch" or (package in SLICER_5_10 and package not in UPGRADED):
+            continue  # the PyTorch extension's, or Slicer's own (which the minimum accepts)
+        assert package in pinned, f"{package} is installed unpinned"
+        assert Version(pinned_version(package)) >= Version(requirement.minimum)
+    for package, version in SLICER_5_10.items():
+        minimum = next((r.minimum for r in REQUIREMENTS if normalized(r.package) == package), None)
+        assert package in UPGRADED or minimum is None or Version(version) >= Version(minimum), package
+    assert "torch" not in pinned  # the PyTorch extension picks the build
+
+
+def test_pins_are_the_versions_tested_here():
+    """CI installs with the constraints file (setup-env.sh): what Slicer gets is what the tests ran with."""
+    for name, pin in pins().items():
+        assert pin.specifier.contains(importlib.metadata.version(name)), f"{name}: {pin} pinned, " \
+            f"{importlib.metadata.version(name)} installed"
+
+
+def test_what_the_pins_pull_in_is_pinned_or_in_slicer():
+    pinned = {normalized(name): pin for name, pin in pins().items()}
+    for name in pinned:
+        for text in importlib.metadata.requires(name) or []:
+            needed = PipRequirement(text)
+            if needed.marker is not None and not needed.marker.evaluate({"extra": ""}):
+                continue
+            package = normalized(needed.name)
+            if package in pinned:
+                version = pinned_version(package)
+            else:
+                assert package in SLICER_5_10 and package not in UPGRADED, f"{name} needs {needed}, neither pinned nor in Slicer"
+                version = SLICER_5_10[package]
+            assert needed.specifier.contains(version, prereleases=True), f"{name} needs {needed}; {version} would be there"
+    for user, accepts in SLICER_5_10_PYDICOM_USERS.items():
+        assert PipRequirement(accepts).specifier.contains(pinned_version("pydicom")), user
+
+
+def test_pip_reads_the_constraints_and_finds_them_met():
+    """pip itself, offline: the installer's arguments resolve to the installed (pinned) versions, installing nothing."""
+    arguments = pip_arguments([r for r in REQUIREMENTS if r.module != "torch"])
+    assert arguments[:2] == ["--constraint", str(CONSTRAINTS_FILE)] and CONSTRAINTS_FILE.is_file()
+    result = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
+                             "--report", "-", *arguments], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["install"] == []
+
+
+def test_the_plan_says_what_an_upgrade_replaces_and_when_slicer_must_restart():
+    pydicom = next(r for r in REQUIREMENTS if r.package == "pydicom")
+    safetensors = next(r for r in REQUIREMENTS if r.package == "safetensors")
+    torch = next(r for r in REQUIREMENTS if r.module == "torch")
+    missing = [(torch, "not installed"), (pydicom, "version 2.4.4 found"), (safetensors, "not installed")]
+    plan = install_plan(missing)
+    assert "PyTorch extension" in plan[0]
+    assert f"pydicom {pinned_version('pydicom')}" in plan[1] and "Slicer's DICOM modules" in plan[1]
+    assert "replaces" not in plan[2]
+    assert restart_needed(missing, {"pydicom": object()}) == ["pydicom"]
+    assert restart_needed(missing, {}) == []
 
 
 @pytest.mark.parametrize(

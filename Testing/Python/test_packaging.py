@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,6 +24,20 @@ def test_cmake_installs_the_terminology():
     cmake = (REPO / "CMRFoundation" / "CMakeLists.txt").read_text()
     assert "Resources/Terminology" in cmake
     assert (REPO / "Resources" / "Terminology" / "CMRFoundation.term.json").is_file()
+
+
+def test_cmake_installs_the_constraints_where_the_installer_looks():
+    from CMRFoundationLib.installation import CONSTRAINTS_FILE
+
+    cmake = (REPO / "CMRFoundation" / "CMakeLists.txt").read_text()
+    relative = CONSTRAINTS_FILE.relative_to(REPO).as_posix()  # beside the library, as installed
+    assert f"../{relative}" in cmake and "/Resources/Requirements" in cmake and CONSTRAINTS_FILE.is_file()
+
+
+def test_the_extension_depends_on_the_pytorch_extension():
+    """As SlicerTotalSegmentator declares it: the Extensions Manager installs PyTorch with it."""
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert "PyTorch" in re.search(r'set\(EXTENSION_DEPENDS "([^"]*)"\)', cmake).group(1).split()
 
 
 def imported_roots(code: str) -> list[str]:
@@ -91,3 +106,35 @@ def test_no_script_edits_sys_path():
         and p.relative_to(REPO).as_posix() not in allowed
     )
     assert offenders == []
+
+
+@pytest.mark.slow
+def test_the_readmes_development_install_makes_the_library_importable(tmp_path):
+    """The README's `pip install` line for Slicer, run in a fresh environment standing in for Slicer's
+    Python (which ships pip, setuptools and wheel: the environment is given this one's): the library
+    is then importable from anywhere, from the checkout, with its resources beside it."""
+    import sysconfig
+    import textwrap
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Develop and test in Slicer"):]
+    (line,) = [text for text in section.splitlines() if text.startswith("PythonSlicer -m pip install")]
+    environment = tmp_path / "slicer-python"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(environment)], check=True)
+    python = environment / ("Scripts/python.exe" if sys.platform == "win32" else "bin/python")
+    site_packages = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site_packages) / "host.pth").write_text(sysconfig.get_path("purelib") + "\n")  # pip, setuptools, numpy, ...
+    command = line.replace("PythonSlicer", str(python)).replace("/path/to/CMRFoundation", str(REPO)).split()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    probe = textwrap.dedent("""
+        import CMRFoundationLib
+        from CMRFoundationLib.installation import CONSTRAINTS_FILE
+        print(CMRFoundationLib.__file__)
+        print(CONSTRAINTS_FILE.is_file())
+    """)
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    location, resources = out.stdout.split()
+    assert Path(location).resolve() == (REPO / "CMRFoundationLib" / "__init__.py").resolve() and resources == "True"

@@ -4,6 +4,12 @@ Real ``cmrfm analyze`` processes on the session's sample study (conftest): progr
 arrives in order and ends at 1.0 with a finished output, a cancel stops the process
 within seconds, and failures come back with their reason. Stand-in "python" scripts
 check the kill after the grace period and the reason taken from a traceback.
+
+In Slicer the analysis runs under the PythonSlicer launcher, which starts the
+interpreter as its own child; ``launcher`` here is such a process tree (a real wrapper
+process that starts the command as its child and does not pass signals on, with stderr
+merged into stdout as launchConsoleProcess does), to check that a cancel or kill stops
+the analysis itself, not only its launcher.
 """
 
 from __future__ import annotations
@@ -11,27 +17,28 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import pytest
 
 from CMRFoundationLib.cli import main as cmrfm
-from CMRFoundationLib.dicom import index_study
+from CMRFoundationLib.dicom import index_study, write_file_list
 from CMRFoundationLib.runner import (
     CANCELLED,
     FAILED,
     SUCCEEDED,
     AnalysisRun,
     analysis_completeness,
-    gather_files,
+    child_environment,
     new_output_folder,
     parse_series_choices,
 )
 
-pytestmark = pytest.mark.slow  # whole analyses in a subprocess
 RUN_TIMEOUT_S = 300  # a run takes about 10 s on 2 CPU cores; generous for a loaded machine
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="stand-in interpreter is a shell script")
@@ -63,6 +70,106 @@ def fake_python(folder: Path, script: str) -> str:
     return str(path)
 
 
+LAUNCHER = """import subprocess, sys
+# Like PythonSlicer: the real command runs as this process's child, and a SIGTERM ends this process only.
+sys.exit(subprocess.call(sys.argv[1:]))
+"""
+STAND_IN_ANALYSIS = """import json, os, signal, sys, time
+if "--ignore-term" in sys.argv:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+with open(sys.argv[1], "w") as handle:
+    handle.write(str(os.getpid()))
+print(json.dumps({"event": "progress", "phase": "read", "fraction": 0.01, "message": "reading"}), flush=True)
+time.sleep(120)
+"""
+
+
+def launcher(folder: Path, child: list[str] | None = None):
+    """A ``launch`` for AnalysisRun that starts the command (or ``child`` instead) under a launcher process."""
+    (folder / "launcher.py").write_text(LAUNCHER)
+
+    def launch(command):
+        env = dict(os.environ, **child_environment(os.environ))
+        return subprocess.Popen([sys.executable, str(folder / "launcher.py"), *(child or command)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+    return launch
+
+
+def stand_in_run(folder: Path, *options: str, grace_s: float = 5.0) -> tuple[AnalysisRun, Path]:
+    """(a started run of the stand-in analysis under a launcher, the file its pid is written to)."""
+    (folder / "analysis.py").write_text(STAND_IN_ANALYSIS)
+    pid_file = folder / "analysis.pid"
+    child = [sys.executable, str(folder / "analysis.py"), str(pid_file), *options]
+    run = AnalysisRun(folder / "study", folder / "out", grace_s=grace_s, launch=launcher(folder, child))
+    run.start()
+    follow(run, until=lambda event: event.phase == "read")  # the analysis process is up
+    assert run.is_running and pid_file.is_file()
+    return run, pid_file
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_cancel_stops_the_analysis_under_its_launcher(tmp_path):
+    run, pid_file = stand_in_run(tmp_path)
+    analysis_pid = int(pid_file.read_text())
+    run.cancel()
+    follow(run)
+    assert run.result.status == CANCELLED
+    assert not alive(analysis_pid)
+
+
+@posix_only  # on Windows terminate() is already a kill
+def test_a_cancelled_run_runs_until_its_whole_tree_has_ended(tmp_path):
+    """The launcher ends at once; the analysis, which ignores terminate, is killed after the grace period."""
+    run, pid_file = stand_in_run(tmp_path, "--ignore-term", grace_s=1.0)
+    analysis_pid = int(pid_file.read_text())
+    asked = time.monotonic()
+    run.cancel()
+    time.sleep(0.5)
+    assert run.is_running and alive(analysis_pid)  # its launcher has gone, the analysis has not
+    follow(run)
+    assert 0.9 < time.monotonic() - asked < 6
+    assert run.result.status == CANCELLED and not alive(analysis_pid)
+
+
+def test_kill_ends_the_tree_at_once_without_polling(tmp_path):
+    """What the module does when Slicer closes: nobody polls afterwards."""
+    run, pid_file = stand_in_run(tmp_path, "--ignore-term", grace_s=60)
+    analysis_pid = int(pid_file.read_text())
+    run.kill()
+    assert not alive(analysis_pid)
+    assert not run.is_running and run.result.status == CANCELLED
+
+
+@pytest.mark.slow
+def test_cancel_stops_a_real_analysis_under_its_launcher(small_study, tmp_path):
+    run = AnalysisRun(small_study, tmp_path / "out", device="cpu", launch=launcher(tmp_path))
+    run.start()
+    follow(run, until=lambda event: event.phase == "classify")
+    (analysis,) = psutil.Process(run._process.pid).children()  # the interpreter the launcher started
+    assert "CMRFoundationLib.cli" in analysis.cmdline()
+    run.cancel()
+    follow(run)
+    assert run.result.status == CANCELLED and not alive(analysis.pid)
+    assert analysis_completeness(tmp_path / "out") is not True
+
+
+@pytest.mark.slow
+def test_a_real_analysis_under_its_launcher_reports_progress_and_finishes(small_study, tmp_path):
+    """stderr merged into stdout (launchConsoleProcess): the events are still read, the rest is the log."""
+    run = AnalysisRun(small_study, tmp_path / "out", device="cpu", launch=launcher(tmp_path))
+    run.start()
+    events = follow(run)
+    assert run.result.status == SUCCEEDED, run.result.message + "\n" + run.result.log
+    assert events[-1].fraction == 1.0 and events[-1].phase == "done"
+
+
 @pytest.fixture(scope="module")
 def finished_run(small_study, tmp_path_factory):
     """(run, its progress events) of a whole analysis of the small study."""
@@ -71,6 +178,7 @@ def finished_run(small_study, tmp_path_factory):
     return run, follow(run)
 
 
+@pytest.mark.slow
 def test_run_reports_progress_in_order_and_writes_the_analysis(finished_run):
     run, events = finished_run
     result = run.result
@@ -87,6 +195,7 @@ def test_run_reports_progress_in_order_and_writes_the_analysis(finished_run):
     assert run.poll() == [] and not run.is_running
 
 
+@pytest.mark.slow
 def test_the_finished_run_loads_into_a_scene_as_the_module_does(finished_run, small_study):
     pytest.importorskip("slicer")
     from CMRFoundationLib.scene import load_analysis, new_scene
@@ -97,6 +206,7 @@ def test_the_finished_run_loads_into_a_scene_as_the_module_does(finished_run, sm
     assert scene.GetNumberOfNodesByClass("vtkMRMLTableNode") > 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_run_quickly_and_leaves_no_finished_analysis(small_study, tmp_path):
     run = AnalysisRun(small_study, tmp_path / "out", device="cpu")
     run.start()
@@ -124,6 +234,7 @@ def test_a_process_that_ignores_terminate_is_killed_after_the_grace_period(tmp_p
     assert run.result.status == CANCELLED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_input, reason", [
     (lambda folder: folder / "no_such_study", "path does not exist"),
     (lambda folder: folder, "empty folder"),
@@ -169,15 +280,17 @@ def test_json_progress_format_writes_only_events_on_stdout(tmp_path, capsys):
     assert err.startswith("error: ")
 
 
-def test_gathered_database_files_read_as_the_same_study(small_study, tmp_path):
+@pytest.mark.slow
+def test_database_files_are_read_where_they_are_through_a_file_list(small_study, tmp_path):
     files = sorted(p for p in small_study.rglob("*") if p.is_file())
-    gathered = gather_files(files, tmp_path / "gathered")
-    assert len(list(gathered.iterdir())) == len(files)
-    original, copy = index_study(small_study), index_study(gathered)
-    assert [s.info.series_uid for s in copy.stacks] == [s.info.series_uid for s in original.stacks]
+    listed = write_file_list(files, tmp_path / "study")
+    original, from_list = index_study(small_study), index_study(listed)
+    assert [s.info.series_uid for s in from_list.stacks] == [s.info.series_uid for s in original.stacks]
+    assert {ref[0] for s in from_list.stacks for row in s.frame_refs for ref in row} <= {str(f) for f in files}
+    assert list(tmp_path.iterdir()) == [Path(listed)]  # nothing copied or linked
     with pytest.raises(FileNotFoundError, match="1 of 2 files"):
-        gather_files([files[0], tmp_path / "gone.dcm"], tmp_path / "other")
-    assert not (tmp_path / "other").exists()
+        write_file_list([files[0], tmp_path / "gone.dcm"], tmp_path / "other")
+    assert not list(tmp_path.glob("other*"))
 
 
 def test_output_folder_names_and_series_choices():

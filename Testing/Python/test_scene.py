@@ -253,12 +253,19 @@ def test_reloading_keeps_edited_segmentations_and_replaces_the_others(result, do
     paint(cine, "rv_blood_pool", 4)  # on the proxy: the browser saves it into frame 2 of the sequence
     edited_lge = labels_in_reference_geometry(lge)
     cine_sequence = edits.sequence_of_proxy(scene, cine)
+    four_key = document["parts"]["atria"]["series"]
+    first.series[four_key].images.browser.SetSelectedItemNumber(0)
+    four = first.series[four_key].segmentations["seg_4ch_cine"]
+    four.GetSegmentation().GetSegment("la_blood_pool").SetName("LA (checked)")  # a rename on the shown frame
+    four_sequence = edits.sequence_of_proxy(scene, four)
     assert edited_frames(cine_sequence) == [2] and edited_frames(lge) == [0] and edited_frames(t1) == []
+    assert edited_frames(four_sequence) == [0]
     t1_id = t1.GetID()
 
     second = load_analysis(scene, folder, stacks)
     kept = {n.GetName() for n in second.kept_edited}
-    assert kept == {lge.GetName(), cine_sequence.GetName()}
+    assert kept == {lge.GetName(), cine_sequence.GetName(), four_sequence.GetName()}
+    assert four_sequence.GetNthDataNode(0).GetSegmentation().GetSegment("la_blood_pool").GetName() == "LA (checked)"
     assert all(name.endswith(" (edited)") for name in kept) and cine.GetName().endswith(" (edited)")
     assert scene.GetNodeByID(t1_id) is None  # the unedited result was replaced
     assert np.array_equal(labels_in_reference_geometry(lge), edited_lge)  # the edit is untouched
