@@ -425,6 +425,6 @@ def test_slice_gaps_are_found():
 
     assert slice_gap_findings(stack([0, 8, 16, 24])) == []
     (missing,) = slice_gap_findings(stack([0, 8, 24, 32]))
-    assert "slices 1 and 2" in missing and "1 slice(s) missing" in missing
+    assert "slices 2 and 3" in missing and "1 slice(s) missing" in missing  # the 2nd and 3rd, counted from 1
     (extra,) = slice_gap_findings(stack([0, 8, 10, 16, 24]))
     assert "extra or repeated" in extra
