@@ -239,7 +239,7 @@ def test_json_and_csv_read_back(analysis, written):
     assert document["parts"]["function"]["results"]["lv_volume_curve_ml"]
     with open(paths["measurements_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment", "check"]
+    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment", "frame", "check"]
     assert len(rows) == len(analysis.measurements) == len(document["measurements"])
     ef = next(r for r in rows if r["name"] == "lv_ef")
     assert float(ef["value"]) == pytest.approx(analysis.value("lv_ef"), rel=1e-5)
