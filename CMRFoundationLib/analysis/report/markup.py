@@ -38,7 +38,7 @@ def _checked(row, unit: str, digits: int | None = None) -> str:
 
 
 def _numbered(position) -> str:
-    """A slice or frame position (from 0) as the report numbers it (from 1); "—" for none."""
+    """A slice or frame position (from 0), or several, as the report numbers them (from 1); "—" for none."""
     return "—" if position is None else numbered(position)
 
 

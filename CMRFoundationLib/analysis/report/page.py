@@ -372,21 +372,19 @@ def _slice_table(analysis: StudyAnalysis, part: PartResult) -> str:
     left_out, findings = part.results["left_out_slices"], part.results.get("slice_findings") or {}
     stack = analysis.stack(part.series)
     positions = stack.slice_positions if stack.slice_positions is not None else [None] * stack.n_slices
-    rows = "".join(
-        f'<tr class="{"left-out" if str(k) in left_out else "counted"}"><th>{_numbered(k)}</th>'
-        f'<td class="num">{_number(position, "mm")}</td>'
-        f"<td>{_e('left out: ' + left_out[str(k)]) if str(k) in left_out else 'counted'}</td>"
-        f"<td>{_e('; '.join(findings.get(str(k), [])) or '—')}</td></tr>"
-        for k, position in enumerate(positions))
-    n = len(left_out)
-    summary = f"Slices: {stack.n_slices - n} counted, {n} left out" + (f" ({_numbered_list(left_out)})" if n else "")
-    return (f'<details class="slices"{" open" if n or findings else ""}><summary>{_e(summary)}</summary>'
+    rows = ""
+    for k, position in enumerate(positions):
+        why = left_out.get(str(k))
+        use = "counted" if why is None else f"left out: {why}"
+        rows += (f'<tr class="{"counted" if why is None else "left-out"}"><th>{_numbered(k)}</th>'
+                 f'<td class="num">{_number(position, "mm")}</td><td>{_e(use)}</td>'
+                 f"<td>{_e('; '.join(findings.get(str(k), [])) or '—')}</td></tr>")
+    summary = f"Slices: {stack.n_slices - len(left_out)} counted, {len(left_out)} left out"
+    if left_out:
+        summary += f" ({_numbered(sorted(int(k) for k in left_out))})"
+    return (f'<details class="slices"{" open" if left_out or findings else ""}><summary>{_e(summary)}</summary>'
             '<table class="slices"><tr><th>Slice</th><th>Position (mm)</th><th>In the measurements</th>'
             f"<th>Flagged</th></tr>{rows}</table></details>")
-
-
-def _numbered_list(keys) -> str:
-    return ", ".join(_numbered(int(k)) for k in keys)
 
 
 def _measurement_list(analysis: StudyAnalysis, part: PartResult) -> str:
