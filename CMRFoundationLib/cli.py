@@ -2,7 +2,7 @@
 
     cmrfm example                      generate the built-in sample study, read it back and analyse it
     cmrfm index STUDY [--json]         what a study folder (or NIfTI/NRRD file) contains
-    cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N]
+    cmrfm make-sample-study OUT --seed N [--pathology P] [--frames N] [--distractors]
     cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
     cmrfm analyze STUDY --out DIR [--weights DIR] [--device D] [--lge-n-sd N] [--series ROLE=N]
                   [--progress-format bar|json]
@@ -61,7 +61,8 @@ def cmd_make_sample_study(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        truth = make_sample_study(args.out, args.seed, pathology=args.pathology, frames=args.frames, progress=_print_progress)
+        truth = make_sample_study(args.out, args.seed, pathology=args.pathology, frames=args.frames,
+                                  distractors=args.distractors, progress=_print_progress)
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -87,7 +88,8 @@ def cmd_example(args: argparse.Namespace) -> int:
             print(f"error: {out} exists and is not the example study; pass --out to choose another folder", file=sys.stderr)
             return 2
         print(f"Generating the sample study in {out} ...", file=sys.stderr)
-        status = cmd_make_sample_study(argparse.Namespace(out=out, seed=EXAMPLE_SEED, pathology=None, frames=25))
+        status = cmd_make_sample_study(argparse.Namespace(out=out, seed=EXAMPLE_SEED, pathology=None, frames=25,
+                                                                  distractors=False))
         if status:
             return status
     status = cmd_index(argparse.Namespace(study=out / "DICOM", json=False))
@@ -104,11 +106,14 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 def _print_example_truth(truth: dict) -> None:
     """The phantom's own values, to read beside the analysis (it knows them exactly)."""
+    from .stack import numbered
+
     lv, rv = truth["lv"], truth["rv"]
     print("\nGround truth of the sample study (the phantom's exact values):")
     print(f"  LV EDV {lv['edv_ml']:.0f} mL, ESV {lv['esv_ml']:.0f} mL, EF {100 * lv['ef']:.0f}%, mass {lv['mass_g']:.0f} g; "
           f"RV EDV {rv['edv_ml']:.0f} mL, ESV {rv['esv_ml']:.0f} mL, EF {100 * rv['ef']:.0f}%")
-    print(f"  ED frame {truth['cine']['ed_frame']}, ES frame {truth['cine']['es_frame']}; pathology {truth['pathology']}; "
+    ed, es = (numbered(truth["cine"][key]) for key in ("ed_frame", "es_frame"))  # from 1, as in the report
+    print(f"  ED frame {ed}, ES frame {es}; pathology {truth['pathology']}; "
           f"LGE {'present' if truth['lge_present'] else 'absent'}")
 
 
@@ -281,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same study")
     p.add_argument("--pathology", choices=["NOR", "DCM", "HCM", "MINF", "RV"], help="disease pattern (default: random for the seed)")
     p.add_argument("--frames", type=int, default=25, help="cine frames per cardiac cycle (default 25)")
+    p.add_argument("--distractors", action="store_true",
+                   help="add first-pass perfusion and phase-contrast flow series, which no part may use")
     p.set_defaults(func=cmd_make_sample_study)
 
     p = sub.add_parser("predict", help="run one task's model on a DICOM folder, NIfTI or NRRD file")

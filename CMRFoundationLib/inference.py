@@ -17,7 +17,7 @@ import torch
 from .models import build_from_architecture
 from .models.heads import heatmap_peaks
 from .preprocess import PreprocessConfig, preprocess
-from .stack import ImageStack
+from .stack import ImageStack, numbered
 from .task_inputs import CardiacLevels, cardiac_levels, native_spacing, task_inputs
 from .tasks import (
     INPUT_BASAL_FRAMES,
@@ -165,8 +165,9 @@ def levels_from_segmentation(task: TaskSpec, stack: ImageStack, weights_dir: str
     names = predictor.task.labels
     rv = names.index("rv_blood_pool") if "rv_blood_pool" in names else None
     levels = cardiac_levels(labels, names.index("lv_blood_pool"), names.index("lv_myocardium"), rv)
-    levels.notes.insert(0, f"levels from {segmentation}: basal slice {levels.basal_slice}, mid {levels.mid_slice}, "
-                           f"apical {levels.apical_slice}, ED frame {levels.ed_frame}, ES frame {levels.es_frame}")
+    levels.notes.insert(0, f"levels from {segmentation}: basal slice {numbered(levels.basal_slice)}, mid {numbered(levels.mid_slice)}, "
+                           f"apical {numbered(levels.apical_slice)}, ED frame {numbered(levels.ed_frame)}, "
+                           f"ES frame {numbered(levels.es_frame)}")
     return levels
 
 

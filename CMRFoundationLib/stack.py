@@ -8,6 +8,10 @@ Conventions (used everywhere in the project):
   element ``pixels[k, t, j, i]`` sits at ``ijk_to_lps @ [i, j, k, 1]``.
 * Patient coordinates are DICOM's LPS in millimetres; Slicer's RAS is available through
   ``ijk_to_ras``.
+* Slices and frames are positions from 0 in code and in analysis.json (``ed_frame``,
+  ``"slice"``, ``frames``). Wherever a person reads a slice or frame number (the report,
+  flags and notes, measurements.csv, file names, the Slicer scene) it counts from 1, as
+  DICOM and Slicer's sequence browser count: ``numbered`` turns positions into those numbers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,13 @@ from typing import Any
 import numpy as np
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def numbered(positions) -> str:
+    """Slice or frame positions (from 0) as a person counts them (from 1): 0 -> "1", [0, 2] -> "1, 3"."""
+    if np.ndim(positions) == 0:
+        return str(int(positions) + 1)
+    return ", ".join(str(int(position) + 1) for position in positions)
 
 # The most voxels a reader will decode into one file's or one stack's float32 pixels: 2**29
 # voxels are 2 GiB. A CMR cine (20 slices x 30 frames x 512 x 512) is 0.16 * 2**30 voxels;

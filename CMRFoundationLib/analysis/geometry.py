@@ -18,7 +18,7 @@ import dataclasses
 
 import numpy as np
 
-from ..stack import ImageStack
+from ..stack import ImageStack, numbered
 
 # Planes within this angle count as parallel (same short-axis planning).
 PARALLEL_DEG = 10.0
@@ -50,10 +50,10 @@ def slice_gap_findings(stack: ImageStack) -> list[str]:
     for k, gap in enumerate(gaps):
         if gap > 1.5 * median:
             missing = int(round(gap / median)) - 1
-            findings.append(f"gap of {gap:.1f} mm between slices {k} and {k + 1} (usual {median:.1f} mm): "
+            findings.append(f"gap of {gap:.1f} mm between slices {numbered(k)} and {numbered(k + 1)} (usual {median:.1f} mm): "
                             f"about {max(missing, 1)} slice(s) missing")
         elif gap < 0.5 * median:
-            findings.append(f"slices {k} and {k + 1} only {gap:.1f} mm apart (usual {median:.1f} mm): extra or repeated slice")
+            findings.append(f"slices {numbered(k)} and {numbered(k + 1)} only {gap:.1f} mm apart (usual {median:.1f} mm): extra or repeated slice")
     return findings
 
 

@@ -2,10 +2,10 @@
 
     OUT/analysis.json                          the versioned JSON (results.py), plus "complete" and
                                                "outputs" (the files written, and those not written and why)
-    OUT/measurements.csv                       section, name, value, unit, series, segment, check
+    OUT/measurements.csv                       section, name, value, unit, series, segment, frame (from 1), check
     OUT/labels/S006_seg_sax_cine.nii.gz        label maps on the series' own grid (4D for a cine)
     OUT/labels/S006_aha_segments_ed.nii.gz     AHA segment numbers 1..16 (at ED for the cine)
-    OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series
+    OUT/dicom/S006_seg_sax_cine/SEG_frame001.dcm   DICOM SEG, one series per analysed series (frame 1: the first)
     OUT/dicom/SR_measurements.dcm              DICOM SR (TID 1500) of the measurements (implausible values left out)
     OUT/report.html                            the report for a reader, one self-contained page (report/)
 
@@ -36,6 +36,7 @@ from pydicom.uid import generate_uid
 from ..dicom.seg import write_dicom_seg
 from ..dicom.sr import Measurement, write_measurement_sr
 from ..files import write_json
+from ..stack import numbered
 from ..volume_io import write_volume
 from .report import REPORT_FILE, write_html_report
 from .results import FORMAT, FORMAT_VERSION, OK, StudyAnalysis
@@ -47,7 +48,7 @@ CSV_FILE = "measurements.csv"
 LABELS_DIR = "labels"
 DICOM_DIR = "dicom"
 SR_FILE = "SR_measurements.dcm"
-CSV_COLUMNS = ("section", "name", "value", "unit", "series", "segment", "check")
+CSV_COLUMNS = ("section", "name", "value", "unit", "series", "segment", "frame", "check")
 
 
 class OutputFolderError(Exception):
@@ -150,7 +151,7 @@ def _write_seg(stack, series_key: str, label_map, dicom_dir: Path, not_written: 
                                          series_description=f"CMRFoundation {label_map.name}"))
         except Exception as error:  # e.g. nothing labelled in that frame; a SEG must not cost the other outputs
             log.exception("DICOM SEG not written")
-            not_written.append(f"DICOM SEG of {series_key} {label_map.name} frame {frame}: {error}")
+            not_written.append(f"DICOM SEG of {series_key} {label_map.name} frame {numbered(frame)}: {error}")
     return paths
 
 
@@ -160,7 +161,7 @@ def _write_csv(rows, path: Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for row in rows:
             writer.writerow([row.section, row.name, f"{row.value:.6g}", row.unit, row.series, row.segment_label,
-                             row.check or ""])
+                             "" if row.frame is None else numbered(row.frame), row.check or ""])
 
 
 def _write_sr(analysis: StudyAnalysis, path: Path, not_written: list[str]) -> Path | None:

@@ -21,6 +21,7 @@ from ..problems import Problem
 from ..stack import ImageStack
 from ..volume_io import read_any
 from . import results as r
+from .acquisition import not_analysable
 from .classify import LOW_CONFIDENCE, apply_plane_geometry, classify_stack
 from .geometry import slice_gap_findings
 from .options import AnalysisOptions
@@ -118,6 +119,7 @@ def _run_part(spec, part: PartResult, analysis: StudyAnalysis, context: Context)
                                    part.series, part.name))
         return
     _check_plausibility(spec, part, analysis)
+    _check_header(part, analysis)
 
 
 def _check_plausibility(spec, part: PartResult, analysis: StudyAnalysis) -> None:
@@ -134,6 +136,19 @@ def _check_plausibility(spec, part: PartResult, analysis: StudyAnalysis) -> None
             row.check = problem if row.check is None else f"{row.check}; {problem}"
             where = f" ({row.segment_label})" if row.segment is not None else ""
             analysis.flags.append(Flag("warning", r.IMPLAUSIBLE_VALUE, problem + where, part.series, part.name))
+
+
+def _check_header(part: PartResult, analysis: StudyAnalysis) -> None:
+    """A series the user named although its header rules out every part (a flow or perfusion
+    series, ``acquisition.not_analysable``) gives numbers that are marked, never ordinary results."""
+    reason = analysis.record(part.series).header_rules_out
+    if reason is None or not part.measurements:
+        return
+    problem = f"series {part.series} is not analysable by its header: {reason}"
+    for row in part.measurements:
+        row.check = problem if row.check is None else f"{row.check}; {problem}"
+    analysis.flags.append(Flag("warning", r.HEADER_DISAGREES, f"{part.title}: every value is marked: {problem}",
+                               part.series, part.name))
 
 
 def _only_mr(stacks: list[ImageStack], problems: list[Problem]) -> list[ImageStack]:
@@ -157,7 +172,8 @@ def _records(stacks: list[ImageStack]) -> list[SeriesRecord]:
     records = []
     for base, stack in zip(bases, stacks):
         seen[base] += 1
-        records.append(SeriesRecord(base if counts[base] == 1 else f"{base}-{seen[base]}", stack))
+        records.append(SeriesRecord(base if counts[base] == 1 else f"{base}-{seen[base]}", stack,
+                                    header_rules_out=not_analysable(stack)))
     return records
 
 
@@ -197,12 +213,19 @@ def _flag_classification(analysis: StudyAnalysis, used: set[str]) -> None:
 
 
 def _flag_selection(analysis: StudyAnalysis, used: set[str]) -> None:
-    """Series left out of a role (a warning when the role stayed empty), and slice gaps in the series used."""
+    """Series left out of a role (a warning when the role stayed empty), series whose header rules
+    out every part (whatever their pixels say), and slice gaps in the series used."""
+    said = set()
     for selection in analysis.selection.values():
         severity = "info" if selection.series is not None else "warning"
         for alternative in selection.alternatives:
+            said.add((alternative["series"], alternative["why_not"]))
             analysis.flags.append(Flag(severity, r.SERIES_NOT_USED, f"series {alternative['series']} not used as "
                                        f"{selection.title}: {alternative['why_not']}", alternative["series"]))
+    for record in analysis.series:
+        reason = record.header_rules_out
+        if reason and record.key not in used and (record.key, reason) not in said:
+            analysis.flags.append(Flag("info", r.SERIES_NOT_USED, f"series {record.key} not used: {reason}", record.key))
     for key in sorted(used):
         for finding in slice_gap_findings(analysis.stack(key)):
             analysis.flags.append(Flag("warning", r.SLICE_GAPS, f"series {key}: {finding}", key))

@@ -17,9 +17,15 @@ JSON layout (``StudyAnalysis.to_dict``), format "cmrfm-analysis", format_version
     selection                                   role -> chosen series, reason, alternatives
     parts                                       part -> status (ok/skipped/failed), reason, results
     measurements                                one row per number: section, name, value, unit, series, segment,
-                                                method, check (why the value is not to be trusted, or null)
+                                                frame (the cine frame it was measured on, or null), method, check
+                                                (why the value is not to be trusted, or null)
     flags                                       what a reader should check: severity, code, message
     complete, outputs                           added by write_outputs: true once every file is written; the files
+
+Slices and frames are positions from 0 here (``ed_frame``, ``"slice"``, ``frames``, the keys of
+``by_frame``), as in the arrays; everything a person reads (the report, the words of flags and
+notes, measurements.csv, file names, the Slicer scene) numbers them from 1 (stack.numbered):
+``"ed_frame": 3`` is "frame 4" there.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ class MeasurementRow:
     unit: str
     series: str  # series key, e.g. "S006"
     segment: int | None = None  # AHA segment number
+    frame: int | None = None  # the cine frame measured on (position from 0); None: one frame, or several (e.g. EF)
     method: str | None = None
     check: str | None = None  # why the value cannot be trusted (e.g. outside its plausible range); None: it passed
 
@@ -91,7 +98,7 @@ class MeasurementRow:
     def to_dict(self) -> dict:
         return {"section": self.section, "name": self.name, "value": self.value, "unit": self.unit,
                 "series": self.series, "segment": self.segment, "segment_label": self.segment_label or None,
-                "method": self.method, "check": self.check}
+                "frame": self.frame, "method": self.method, "check": self.check}
 
 
 @dataclass
@@ -129,14 +136,15 @@ class PartResult:
     notes: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict, repr=False)  # the part's declared measurements -> unit
 
-    def measure(self, name: str, value, segment: int | None = None, method: str | None = None) -> None:
-        """Add a measurement of this part's series, in the unit its PartSpec declares; None or
-        non-finite values are left out."""
+    def measure(self, name: str, value, segment: int | None = None, method: str | None = None,
+                frame: int | None = None) -> None:
+        """Add a measurement of this part's series, in the unit its PartSpec declares (``frame``: the
+        cine frame it comes from, if one); None or non-finite values are left out."""
         if name not in self.units:
             raise ValueError(f"part {self.name!r} measures {name!r}, which its PartSpec does not declare")
         if value is not None and math.isfinite(float(value)):
             self.measurements.append(MeasurementRow(self.name, name, float(value), self.units[name], self.series,
-                                                    segment, method))
+                                                    segment, frame, method))
 
     def to_dict(self) -> dict:
         return {"title": self.title, "status": self.status, "reason": self.reason, "series": self.series,
@@ -150,6 +158,7 @@ class SeriesRecord:
     key: str
     stack: ImageStack
     classification: StackClassification | None = None
+    header_rules_out: str | None = None  # why its acquisition header rules out every part (acquisition.not_analysable)
 
     def to_dict(self) -> dict:
         stack, info = self.stack, self.stack.info
@@ -166,6 +175,7 @@ class SeriesRecord:
             "ijk_to_lps": stack.ijk_to_lps.tolist(),  # the voxel grid, to find the series among a viewer's volumes
             "reader_warnings": list(stack.warnings),
             "classification": None if self.classification is None else self.classification.to_dict(),
+            "header_rules_out": self.header_rules_out,
         }
 
 

@@ -78,7 +78,7 @@ def write_dicom_seg(
     frame_labels = labels[:, frame]
     present = [k for k in range(1, len(label_names)) if np.any(frame_labels == k)]
     if not present:
-        raise ValueError(f"frame {frame} of {_series_name(stack)} has no labels; nothing to write")
+        raise ValueError(f"frame {frame + 1} of {_series_name(stack)} has no labels; nothing to write")  # counted from 1, as in the file names
 
     # BINARY segments are numbered 1..n, so absent labels are skipped in the numbering.
     segment_of_label = np.zeros(len(label_names), np.uint8)

@@ -30,6 +30,7 @@ def write_mr_series(
     info: SeriesInfo,
     *,
     frame_times: np.ndarray | list[float] | None = None,
+    dynamic_times: np.ndarray | list[float] | None = None,
     enhanced: bool = False,
     uid_seed: str | None = None,
     window: tuple[float, float] | None = None,
@@ -39,6 +40,11 @@ def write_mr_series(
 
     ``frame_times`` (ms, one per frame) makes the series a cine: TriggerTime per frame,
     CardiacNumberOfImages, and NominalInterval/HeartRate from ``info.heart_rate``.
+    ``dynamic_times`` (ms from the first frame, one per frame) makes it a dynamic series
+    instead (e.g. first-pass perfusion: the same cardiac phase repeated over many
+    heartbeats): AcquisitionTime and TemporalPositionIdentifier per frame, and no
+    CardiacNumberOfImages, as its frames are not phases of one cycle; ``frame_times`` then
+    holds the trigger delay of each frame (usually one value repeated).
     With ``uid_seed`` every UID is deterministic; ``info.study_uid``, ``series_uid`` and
     ``frame_of_reference_uid`` are used when set (set them to put several series in one
     study). ``window`` is (center, width) in physical units, default from the data.
@@ -52,6 +58,8 @@ def write_mr_series(
     n_slices, n_frames, rows, cols = values.shape
     if frame_times is not None and len(frame_times) != n_frames:
         raise ValueError(f"{len(frame_times)} frame times for {n_frames} frames")
+    if dynamic_times is not None and len(dynamic_times) != n_frames:
+        raise ValueError(f"{len(dynamic_times)} dynamic times for {n_frames} frames")
     affine = np.asarray(ijk_to_lps, dtype=float)
 
     def uid(*parts: object) -> str:
@@ -73,8 +81,11 @@ def write_mr_series(
         window = ((low + high) / 2, max(high - low, 1.0))
 
     series = _series_dataset(info, study_uid, series_uid, for_uid, affine, rows, cols, slope, intercept, window)
-    if frame_times is not None:
+    if dynamic_times is not None:
+        series.NumberOfTemporalPositions = n_frames
+    elif frame_times is not None:
         series.CardiacNumberOfImages = n_frames
+    if frame_times is not None:
         if info.heart_rate:
             series.HeartRate = round(info.heart_rate)
             series.NominalInterval = round(60000 / info.heart_rate)
@@ -89,6 +100,9 @@ def write_mr_series(
             ds = _image_dataset(series, affine, k, number, uid("image", series_uid, k, t), stored[k, t])
             if frame_times is not None:
                 ds.TriggerTime = _ds(frame_times[t])
+            if dynamic_times is not None:
+                ds.TemporalPositionIdentifier = t + 1
+                ds.AcquisitionTime = _time_after(series.StudyTime, dynamic_times[t])
             if enhanced:
                 datasets.append(ds)
             else:
@@ -133,6 +147,13 @@ def _rescale_for(values: np.ndarray) -> tuple[float, float]:
     # One spare level absorbs the rounding of slope/intercept to 16-character DS strings.
     slope = float(format_number_as_ds((high - low) / (_UINT16_MAX - 1))) if high > low else 1.0
     return slope, float(format_number_as_ds(low))
+
+
+def _time_after(start: str, ms: float) -> str:
+    """A DICOM time (TM, HHMMSS.FFFFFF) ``ms`` after ``start`` (HHMMSS)."""
+    micro = (int(start[:2]) * 3600 + int(start[2:4]) * 60 + int(start[4:6])) * 10**6 + round(ms * 1000)
+    seconds, fraction = divmod(micro, 10**6)
+    return f"{seconds // 3600 % 24:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}.{fraction:06d}"
 
 
 def _ds(value: float) -> str:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..stack import numbered
 from .volumes import SAX_LV_BLOOD, SAX_LV_MYOCARDIUM, SAX_RV_BLOOD, Label, label_mask
 
 AHA_SEGMENT_NAMES = {
@@ -341,7 +342,7 @@ def _insertion_angles(points, centres, geometry: PlaneGeometry, warnings: list[s
         if not np.isfinite(anterior).all() or not np.isfinite(inferior).all():
             continue
         if centres[k] is None:
-            warnings.append(f"slice {k}: RV insertion points but no LV; points ignored")
+            warnings.append(f"slice {numbered(k)}: RV insertion points but no LV; points ignored")
             continue
         pair = geometry.angles_deg(np.array([anterior[0], inferior[0]]), np.array([anterior[1], inferior[1]]), centres[k])
         angles[k] = (float(pair[0]), float(pair[1]))
@@ -355,7 +356,7 @@ def _septal_turn(angles: dict[int, tuple[float, float]], warnings: list[str]) ->
     disagree = [k for k, vote in zip(angles, votes) if vote != turn]
     if disagree:
         warnings.append(
-            f"slice(s) {disagree}: insertion points span more than 180 degrees the usual way; the stack's majority sense is used"
+            f"slice(s) {numbered(disagree)}: insertion points span more than 180 degrees the usual way; the stack's majority sense is used"
         )
     return turn
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..stack import numbered
 from .masks import dilate_in_plane
 from .volumes import Label, label_mask
 
@@ -107,7 +108,7 @@ def long_axis_bounds(
             tricuspid[f] = float(floor * towards_apex)
     missing = np.flatnonzero(~np.isfinite(mitral))
     if missing.size:
-        warnings.append(f"long-axis frame(s) {missing.tolist()}: the LV does not touch the LA, no mitral plane")
+        warnings.append(f"long-axis frame(s) {numbered(missing)}: the LV does not touch the LA, no mitral plane")
     return LongAxisBounds(mitral, tricuspid, apex, epi_apex, warnings)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..stack import numbered
 from .masks import dilate_in_plane
 from .volumes import Label, label_mask
 
@@ -30,6 +31,8 @@ WIDESPREAD = 1 / 3  # a fault on at least this share of the slices checked inval
 class StructureProblem:
     text: str
     invalidates_volumes: bool
+    slices: tuple[int, ...] = ()  # the slices it was found on (none: the stack as a whole)
+    finding: str = ""  # what it is on one of those slices, in a few words
 
 
 def short_axis_problems(
@@ -66,8 +69,9 @@ def short_axis_problems(
             open_slices.append(int(k))
     if open_slices:
         problems.append(StructureProblem(f"the myocardium does not close around the LV blood pool on slice(s) "
-                                         f"{open_slices} (more than {MAX_OPEN_BORDER:.0%} of its border open)",
-                                         len(open_slices) >= WIDESPREAD * max(1, len(checked))))
+                                         f"{numbered(open_slices)} (more than {MAX_OPEN_BORDER:.0%} of its border open)",
+                                         len(open_slices) >= WIDESPREAD * max(1, len(checked)), tuple(open_slices),
+                                         "myocardium not closed around the LV blood pool"))
 
     if rv_blood is not None:
         rv = label_mask(labels, rv_blood)
@@ -77,8 +81,9 @@ def short_axis_problems(
         far = [int(k) for k in both if not (near[k] & rv[k]).any()]
         if far:
             problems.append(StructureProblem(f"the RV blood pool lies more than {MAX_RV_GAP_MM:g} mm from the LV "
-                                             f"myocardium on slice(s) {far}: not where an RV can be",
-                                             len(far) >= WIDESPREAD * len(both)))
+                                             f"myocardium on slice(s) {numbered(far)}: not where an RV can be",
+                                             len(far) >= WIDESPREAD * len(both), tuple(far),
+                                             f"RV blood pool more than {MAX_RV_GAP_MM:g} mm from the LV myocardium"))
 
     if basal is not None:
         apical = with_lv[-1] if basal == with_lv[0] else with_lv[0]

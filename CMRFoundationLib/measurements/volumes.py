@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..stack import numbered
 from ..tasks import get_task
 
 if TYPE_CHECKING:
@@ -307,7 +308,7 @@ def function_from_volume_curves(
     if not present.any():
         raise ValueError("the LV blood pool is empty in every frame; cannot measure ventricular function")
     if not present.all():
-        warnings.append(f"LV blood pool empty in frame(s) {np.flatnonzero(~present).tolist()}; they are left out of ED/ES")
+        warnings.append(f"LV blood pool empty in frame(s) {numbered(np.flatnonzero(~present))}; they are left out of ED/ES")
     ed = int(np.nanargmax(lv))
     es: int | None = int(np.nanargmin(lv))
     if present.sum() < 2:
@@ -337,7 +338,7 @@ def function_from_volume_curves(
             mass = float(myo[ed]) * MYOCARDIAL_DENSITY_G_PER_ML
             mass_index = None if bsa is None else mass / bsa
         else:
-            warnings.append(f"LV myocardium empty at end-diastole (frame {ed}); no LV mass")
+            warnings.append(f"LV myocardium empty at end-diastole (frame {numbered(ed)}); no LV mass")
 
     return VentricularFunction(
         ed_frame=ed,
@@ -365,9 +366,9 @@ def _ventricle(curve: np.ndarray, ed: int, es: int | None, bsa: float | None, na
     edv = float(curve[ed]) if np.isfinite(curve[ed]) else None
     esv = float(curve[es]) if es is not None and np.isfinite(curve[es]) else None
     if edv is None:
-        warnings.append(f"{name} blood pool empty at end-diastole (frame {ed})")
+        warnings.append(f"{name} blood pool empty at end-diastole (frame {numbered(ed)})")
     if es is not None and esv is None:
-        warnings.append(f"{name} blood pool empty at end-systole (frame {es})")
+        warnings.append(f"{name} blood pool empty at end-systole (frame {numbered(es)})")
     sv = edv - esv if edv is not None and esv is not None else None
     ef = 100 * sv / edv if sv is not None else None
 

@@ -2,7 +2,8 @@
 
     OUT/<study>/analysis.json, measurements.csv, report.html, labels/, dicom/   write_outputs
     OUT/<study>/scene.mrb                        the Slicer scene of the analysis
-    OUT/<study>/slicer/<series>_<map>[_frameNN].seg.nrrd   segmentations (a cine: its DICOM SEG frames, ED and ES)
+    OUT/<study>/slicer/<series>_<map>[_frameNNN].seg.nrrd  segmentations (a cine: its DICOM SEG frames, ED and ES,
+                                                            numbered from 1 like the SEG files)
     OUT/<study>/slicer/<series>_<part>.mrk.json  landmarks
     OUT/<study>/batch-complete.json              written last: the study is done
     OUT/summary.csv                              one row per study: status, key measurements (implausible ones
@@ -31,6 +32,7 @@ from typing import Callable
 from ..analysis import AnalysisOptions, analyze_study, write_outputs
 from ..analysis.parts import MEASUREMENTS
 from ..files import atomic_write
+from ..stack import numbered
 from . import edits
 from .files import save_markups, save_scene_bundle, save_segmentation
 from .load import load_analysis
@@ -118,7 +120,8 @@ def _save_slicer_files(scene, loaded, folder: Path) -> None:
                 save_segmentation(node, slicer_dir / f"{series.key}_{map_name}.seg.nrrd")
                 continue
             for frame in _seg_frames(folder, series.key, map_name) or [0]:  # a cine's sequence has every frame
-                save_segmentation(sequence.GetNthDataNode(frame), slicer_dir / f"{series.key}_{map_name}_frame{frame:02d}.seg.nrrd")
+                save_segmentation(sequence.GetNthDataNode(frame),
+                                  slicer_dir / f"{series.key}_{map_name}_frame{numbered(frame).zfill(3)}.seg.nrrd")
         for node in series.landmarks:
             save_markups(node, slicer_dir / f"{series.key}_{node.GetAttribute(edits.TASK)}.mrk.json")
     save_scene_bundle(scene, folder / "scene.mrb")

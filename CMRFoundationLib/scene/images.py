@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import slicer
 
-from ..stack import ImageStack
+from ..stack import ImageStack, numbered
 from .mrml import image_data, sequences_logic, vtk_matrix
 
 
@@ -27,10 +27,10 @@ class SeriesImages:
 
 def frame_index(stack: ImageStack) -> tuple[str, str, list[str]]:
     """(index name, unit, one value per frame) of a cine's sequences: trigger times when they
-    tell the frames apart, else frame numbers."""
+    tell the frames apart, else frame numbers (from 1, as the report counts them)."""
     if stack.frame_times is not None and len(set(np.round(stack.frame_times, 2))) == stack.n_frames:
         return "time", "ms", [f"{t:.2f}" for t in stack.frame_times]
-    return "frame", "", [str(t) for t in range(stack.n_frames)]
+    return "frame", "", [numbered(t) for t in range(stack.n_frames)]
 
 
 def new_sequence(scene, name: str, index_name: str, unit: str):

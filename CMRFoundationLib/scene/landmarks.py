@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import vtk
 
+from ..stack import numbered
 from .mrml import ras_from_lps
 
 POINT_NAMES = {"anterior": "Anterior RV insertion", "inferior": "Inferior RV insertion"}
@@ -20,8 +21,8 @@ def add_insertion_points(scene, insertion_points: list[dict], name: str):
             if point is None:
                 continue
             index = node.AddControlPoint(vtk.vtkVector3d(*ras_from_lps(point["lps"])),
-                                         f"{label} s{entry['slice']}")
-            node.SetNthControlPointDescription(index, f"slice {entry['slice']}, confidence {point['confidence']:.2f}")
+                                         f"{label} s{numbered(entry['slice'])}")
+            node.SetNthControlPointDescription(index, f"slice {numbered(entry['slice'])}, confidence {point['confidence']:.2f}")
     return node
 
 

@@ -14,7 +14,7 @@ from ..analysis.outputs import ANALYSIS_FILE, LABELS_DIR
 from ..analysis.results import FORMAT, FORMAT_VERSION, OK
 from ..files import read_json
 from ..measurements.bullseye import fixed_scale
-from ..stack import LPS_TO_RAS, ImageStack
+from ..stack import LPS_TO_RAS, ImageStack, numbered
 from ..volume_io import read_volume
 from . import edits, hierarchy
 from .bullseye import add_bullseye, segment_value_sets
@@ -117,7 +117,7 @@ def load_analysis(scene, analysis_dir: str | os.PathLike,
                 hierarchy.place(scene, node, series.folder)
                 series.segmentations[label_map["name"]] = node
     for part_name, key, frame, points in insertion_point_sets(document):
-        when = "" if frame is None else f", frame {frame}"
+        when = "" if frame is None else f", frame {numbered(frame)}"
         node = add_insertion_points(scene, points, f"{loaded[key].images.volume.GetName()} - RV insertion points ({part_name}{when})")
         edits.tag(node, edits.LANDMARKS, study_uid, series=records[key]["series_uid"], series_key=key, task=part_name)
         hierarchy.place(scene, node, loaded[key].folder)

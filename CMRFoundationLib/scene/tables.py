@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import vtk
 
-COLUMNS = ("section", "name", "value", "unit", "series", "segment", "check")  # check: why a value is not to be trusted
+from ..stack import numbered
+
+# frame: numbered from 1, as in measurements.csv; check: why a value is not to be trusted
+COLUMNS = ("section", "name", "value", "unit", "series", "segment", "frame", "check")
 
 
 def add_measurements_table(scene, measurements: list[dict], name: str):
@@ -17,7 +20,9 @@ def add_measurements_table(scene, measurements: list[dict], name: str):
         table.AddColumn(array)
     table.SetNumberOfRows(len(measurements))
     for row, measurement in enumerate(measurements):
-        cells = {**measurement, "segment": measurement.get("segment_label") or "", "check": measurement.get("check") or ""}
+        frame = measurement.get("frame")
+        cells = {**measurement, "segment": measurement.get("segment_label") or "", "check": measurement.get("check") or "",
+                 "frame": "" if frame is None else numbered(frame)}
         for column_index, column in enumerate(COLUMNS):
             value = cells[column]
             table.SetValue(row, column_index, vtk.vtkVariant(float(value) if column == "value" else str(value or "")))

@@ -3,6 +3,11 @@
 Magnitude sequences (cine bSSFP, LGE, black-blood HASTE, localizer) get relative signal
 values, a smooth receive-coil bias and Rician noise; parametric maps (T1, T2) carry
 values in milliseconds with Gaussian fitting noise and no bias, as scanners deliver them.
+
+The series a study holds but we do not analyse (the distractors) have their own physics:
+first-pass perfusion, whose tissue signal follows the contrast bolus over the dynamics
+(``bolus_table``), and phase-contrast flow, whose phase images carry velocity
+(``flow_velocity_cm_s``, ``phase_image``).
 """
 
 from __future__ import annotations
@@ -81,7 +86,84 @@ SEQUENCES = {
          T.LUNG: 0.03, T.LIVER: 0.40, T.MUSCLE: 0.34, T.BONE: 0.50, T.SOFT_TISSUE: 0.52},
         is_map=False, noise=0.03, scale=1000,
     ),
+    # Distractors (drawn after the others, so that their tables leave the rest unchanged).
+    # First-pass perfusion, saturation-recovery gradient echo before contrast: dim, T1-weighted.
+    "perfusion": Sequence(
+        "perfusion",
+        {**_blood(0.20), T.LV_MYOCARDIUM: 0.16, T.RV_MYOCARDIUM: 0.16, T.INFARCT: 0.16, T.MVO: 0.16, T.FAT: 0.45,
+         T.LUNG: 0.03, T.LIVER: 0.20, T.MUSCLE: 0.15, T.BONE: 0.20, T.SOFT_TISSUE: 0.22},
+        is_map=False, noise=0.05, scale=1000,
+    ),
+    # Phase-contrast magnitude (spoiled gradient echo): inflowing blood bright.
+    "flow_magnitude": Sequence(
+        "flow_magnitude",
+        {**_blood(0.75), T.AORTA: 1.0, T.LV_MYOCARDIUM: 0.30, T.RV_MYOCARDIUM: 0.30, T.INFARCT: 0.30, T.MVO: 0.30,
+         T.FAT: 0.65, T.LUNG: 0.04, T.LIVER: 0.30, T.MUSCLE: 0.28, T.BONE: 0.30, T.SOFT_TISSUE: 0.35},
+        is_map=False, noise=0.03, scale=1000,
+    ),
 }
+
+
+@dataclass(frozen=True)
+class Bolus:
+    """When a contrast bolus reaches each compartment (s after the injection) on its first pass."""
+
+    right_heart_s: float
+    left_heart_s: float
+    myocardium_s: float
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Bolus:
+        right = float(rng.uniform(3.0, 6.0))
+        left = right + float(rng.uniform(3.0, 5.0))  # through the lungs
+        return cls(right, left, left + float(rng.uniform(1.0, 2.5)))
+
+
+def _first_pass(seconds: float, arrival: float, to_peak: float) -> float:
+    """Gamma-variate bolus (peak 1 at ``arrival + to_peak``) plus the recirculation it leaves."""
+    if seconds <= arrival:
+        return 0.0
+    x = (seconds - arrival) / to_peak
+    return float(x**3 * np.exp(3 * (1 - x)) + 0.15 * (1 - np.exp(-(seconds - arrival) / 8.0)))
+
+
+def bolus_table(table: np.ndarray, bolus: Bolus, seconds: float) -> np.ndarray:
+    """The perfusion tissue table ``seconds`` after the injection: the bolus brightens the right
+    heart first, then the left heart and aorta, then the myocardium (far less; a scar hardly)."""
+    out = table.copy()
+    right = _first_pass(seconds, bolus.right_heart_s, 2.5)
+    left = _first_pass(seconds, bolus.left_heart_s, 3.0)
+    muscle = _first_pass(seconds, bolus.myocardium_s, 5.0)
+    for tissue in (T.RV_BLOOD, T.RA_BLOOD, T.VESSEL):
+        out[tissue] += 0.9 * right
+    for tissue in (T.LV_BLOOD, T.LA_BLOOD, T.AORTA):
+        out[tissue] += 0.8 * left
+    for tissue in (T.LV_MYOCARDIUM, T.RV_MYOCARDIUM, T.PAPILLARY):
+        out[tissue] += 0.25 * muscle
+    out[T.INFARCT] += 0.06 * muscle  # a perfusion defect
+    for tissue in (T.LIVER, T.MUSCLE, T.SOFT_TISSUE):
+        out[tissue] += 0.08 * muscle
+    return out
+
+
+def flow_velocity_cm_s(phase: float, peak: float, es_phase: float) -> float:
+    """Through-plane velocity in the ascending aorta over the cycle: ejection in systole, a
+    little backflow as the valve closes, nothing in diastole."""
+    if phase < es_phase:
+        return peak * float(np.sin(np.pi * phase / es_phase))
+    return -0.08 * peak * float(np.exp(-(phase - es_phase) / 0.04))
+
+
+def phase_image(velocity_cm_s: np.ndarray, magnitude: np.ndarray, noise: float, venc: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """Phase-contrast values as Siemens stores them (-4096..4095 for -VENC..+VENC): the velocity
+    plus phase noise that grows as the magnitude falls, pure noise where there is no signal."""
+    phase = np.pi * np.clip(velocity_cm_s / venc, -1, 1)
+    spread = noise / np.maximum(magnitude, 1e-6)  # radians: the phase error of a noisy vector
+    noisy = phase + rng.normal(0, 1, phase.shape) * np.minimum(spread, np.pi)
+    noisy = np.where(magnitude < 2 * noise, rng.uniform(-np.pi, np.pi, phase.shape), noisy)
+    wrapped = np.mod(noisy + np.pi, 2 * np.pi) - np.pi
+    return np.round(wrapped / np.pi * 4096).clip(-4096, 4095).astype(np.float32)
 
 
 class CoilBias:

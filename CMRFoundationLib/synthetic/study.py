@@ -23,7 +23,17 @@ from pydicom.uid import generate_uid
 
 from ..dicom.write import write_mr_series
 from ..stack import SeriesInfo, geometry_matrix
-from .appearance import SEQUENCES, CineLook, CoilBias, add_map_noise, add_rician_noise
+from .appearance import (
+    SEQUENCES,
+    Bolus,
+    CineLook,
+    CoilBias,
+    add_map_noise,
+    add_rician_noise,
+    bolus_table,
+    flow_velocity_cm_s,
+    phase_image,
+)
 from .phantom import LABEL_NAMES, HeartPhantom, PhantomParameters, Tissue, labels_from_tissue, sample_parameters
 
 TRUTH_FORMAT = "cmrfm-synthetic-truth"
@@ -51,6 +61,9 @@ class SeriesPlan:
     phases: list[float]
     header: dict = field(default_factory=dict)
     enhanced: bool = False
+    distractor: str | None = None  # what a series that no part analyses is (e.g. "first-pass perfusion")
+    dynamic_times: list[float] | None = None  # ms: a dynamic series, one frame per time, all at ``phases[0]``
+    velocity_encoding: float | None = None  # cm/s: the phase (velocity) images of a flow acquisition
 
 
 def _slab(centre, row_dir, col_dir, fov_mm, pixel_mm, slices=1, spacing=8.0) -> StackPlan:
@@ -99,8 +112,9 @@ def _long_axis_slab(centre, row_dir, col_dir, heart_mm: float, pixel_mm: float, 
     return _slab(centre + shift[0] * row_dir + shift[1] * col_dir, row_dir, col_dir, (fov, fov_rows), pixel_mm)
 
 
-def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) -> list[SeriesPlan]:
-    """The protocol of a CMR exam, in acquisition order, in this patient's geometry."""
+def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int, distractors: bool = False) -> list[SeriesPlan]:
+    """The protocol of a CMR exam, in acquisition order, in this patient's geometry; with
+    ``distractors``, also the series of a real exam that no part analyses (_distractor_plans)."""
     p = phantom.params
     X, Y, Z = phantom.axes
     O = phantom.origin
@@ -180,7 +194,51 @@ def plan_series(phantom: HeartPhantom, rng: np.random.Generator, frames: int) ->
                    [_slab(map_centre, -X, -Y, (fov, 0.8 * fov), map_pixel, 3, map_spacing)], 8.0, diastole,
                    {**map_header, "image_type": ("DERIVED", "PRIMARY", "T1 MAP", "MOCO")}),
     ]
+    if distractors:
+        plans += _distractor_plans(phantom, frames, lambda pixel: _slab(map_centre, -X, -Y, (fov, 0.8 * fov), pixel, 3,
+                                                                        map_spacing))
     return plans
+
+
+def _distractor_plans(phantom: HeartPhantom, frames: int, sax_levels) -> list[SeriesPlan]:
+    """First-pass perfusion and phase-contrast flow (magnitude and phase): series a real exam
+    holds that look like a short-axis or aortic cine to an image model, but whose headers say
+    what they are (analysis/acquisition.py). Drawn from their own stream, so that the rest of
+    the study is the same with or without them.
+
+    Perfusion: basal, mid and apical short-axis slices (``sax_levels(pixel_mm)``), one frame
+    per heartbeat over 40-60 beats, every frame at the same trigger delay. Flow: one plane
+    across the ascending aorta, the cine's frames over one cycle, Siemens-style sequence name
+    with the velocity encoding (``fl2d1_v150in``) and Image Type M or P.
+    """
+    p = phantom.params
+    rng = np.random.default_rng([p.seed, 5])
+    rr_ms = 60000.0 / p.heart_rate_bpm
+    dynamics = int(rng.integers(40, 61))
+    perfusion = {"sequence_name": "*tfl2d1_16", "scanning_sequence": ("GR",), "sequence_variant": ("SK", "SP", "MP"),
+                 "echo_time": 1.1, "repetition_time": 2.3, "flip_angle": 12.0, "image_type": ("ORIGINAL", "PRIMARY", "M", "ND")}
+
+    curve = phantom.aorta_curve
+    normal = (curve[1] - curve[0]) / np.linalg.norm(curve[1] - curve[0])  # along the ascending aorta
+    right = np.array([1.0, 0, 0]) - normal[0] * normal  # the patient's left to the right, as an axial view
+    right /= np.linalg.norm(right)
+    plane = _slab(curve[0] + 0.4 * (curve[1] - curve[0]), right, np.cross(normal, right), (300, 240),
+                  float(rng.uniform(1.6, 2.0)))
+    venc = float(rng.choice([150.0, 200.0]))
+    flow = {"sequence_name": f"*fl2d1_v{venc:.0f}in", "scanning_sequence": ("GR",), "sequence_variant": ("SP",),
+            "echo_time": 2.5, "repetition_time": 5.0, "flip_angle": 20.0}
+    cine_phases = [k / frames for k in range(frames)]
+    return [
+        SeriesPlan(12, "perfusion_sax", "FIRSTPASS_sax_rest", "other", "sax", "perfusion",
+                   [sax_levels(float(rng.uniform(2.0, 2.6)))], 8.0, [0.25] * dynamics, perfusion,
+                   distractor="first-pass perfusion", dynamic_times=[k * rr_ms for k in range(dynamics)]),
+        SeriesPlan(13, "flow_aorta", f"flow_AAo_v{venc:.0f}", "other", "other", "flow_magnitude",
+                   [plane], 6.0, cine_phases, {**flow, "image_type": ("ORIGINAL", "PRIMARY", "M", "ND")},
+                   distractor="phase-contrast flow, magnitude"),
+        SeriesPlan(14, "flow_aorta_phase", f"flow_AAo_v{venc:.0f}_P", "other", "other", "flow_magnitude",
+                   [plane], 6.0, cine_phases, {**flow, "image_type": ("ORIGINAL", "PRIMARY", "P", "ND")},
+                   distractor="phase-contrast flow, phase (velocity)", velocity_encoding=venc),
+    ]
 
 
 def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phases: list[float], table: np.ndarray,
@@ -191,11 +249,8 @@ def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phas
     are the tissue at the voxel centre. With a ``look`` (cines) the signal gets texture,
     trabeculae and the point spread of a real acquisition; the labels stay exact.
     """
+    offsets_lps = _sample_offsets(stack, thickness)
     m = stack.ijk_to_lps
-    normal = np.cross(m[:3, 0], m[:3, 1])
-    normal /= np.linalg.norm(normal)
-    offsets = np.array([[di, dj, dn] for di in (-0.25, 0.25) for dj in (-0.25, 0.25) for dn in (-1 / 3, 0, 1 / 3)])
-    offsets_lps = offsets[:, :1] * m[:3, 0] + offsets[:, 1:2] * m[:3, 1] + offsets[:, 2:] * normal * thickness
     shape = (stack.slices, len(phases), stack.rows, stack.cols)
     signal = np.empty(shape, np.float32)
     labels = np.empty(shape, np.uint8)
@@ -218,6 +273,47 @@ def render_stack(phantom: HeartPhantom, stack: StackPlan, thickness: float, phas
     if look is not None:
         signal = look.blur(signal)
     return signal, labels
+
+
+def render_dynamics(phantom: HeartPhantom, stack: StackPlan, thickness: float, phase: float, tables: list[np.ndarray]):
+    """Noise-free signal and labels of a dynamic series: the heart at one cardiac phase, one
+    tissue table per frame (e.g. a contrast bolus passing), [slices, frames, rows, cols]."""
+    offsets_lps = _sample_offsets(stack, thickness)
+    shape = (stack.slices, len(tables), stack.rows, stack.cols)
+    signal = np.empty(shape, np.float32)
+    labels = np.empty(shape, np.uint8)
+    for k, centres in enumerate(_stack_centres(stack)):
+        tissue = phantom.tissue(centres[:, :, None, :] + offsets_lps, phase)  # once: the tissue stays, the signal changes
+        labels[k] = labels_from_tissue(phantom.tissue(centres, phase))
+        for f, table in enumerate(tables):
+            signal[k, f] = table[tissue].mean(-1)
+    return signal, labels
+
+
+def _aorta_velocity(phantom: HeartPhantom, stack: StackPlan, labels: np.ndarray, phases: list[float],
+                    peak_cm_s: float) -> np.ndarray:
+    """Through-plane velocity (cm/s) in the aorta pixels of ``labels`` [slices, frames, rows, cols]:
+    up the ascending aorta (towards the plane's normal), down the descending one."""
+    curve = phantom.aorta_curve
+    tangents = np.gradient(curve, axis=0)
+    normal = np.cross(stack.ijk_to_lps[:3, 0], stack.ijk_to_lps[:3, 1])
+    centres = _stack_centres(stack)
+    velocity = np.zeros(labels.shape, np.float32)
+    for f, phase in enumerate(phases):
+        aorta = labels[:, f] == Tissue.AORTA
+        nearest = np.argmin(np.linalg.norm(centres[aorta][:, None] - curve, axis=-1), axis=1)
+        direction = np.sign(tangents[nearest] @ normal)
+        velocity[:, f][aorta] = direction * flow_velocity_cm_s(phase, peak_cm_s, phantom.params.es_phase)
+    return velocity
+
+
+def _sample_offsets(stack: StackPlan, thickness: float) -> np.ndarray:
+    """LPS offsets of the 2x2 in-plane by 3 through-plane samples a pixel averages (partial volume)."""
+    m = stack.ijk_to_lps
+    normal = np.cross(m[:3, 0], m[:3, 1])
+    normal /= np.linalg.norm(normal)
+    offsets = np.array([[di, dj, dn] for di in (-0.25, 0.25) for dj in (-0.25, 0.25) for dn in (-1 / 3, 0, 1 / 3)])
+    return offsets[:, :1] * m[:3, 0] + offsets[:, 1:2] * m[:3, 1] + offsets[:, 2:] * normal * thickness
 
 
 def _stack_centres(stack: StackPlan) -> np.ndarray:
@@ -247,11 +343,14 @@ def _study_info(params: PhantomParameters, seed: int) -> SeriesInfo:
     )
 
 
-def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | None = None, frames: int = 25, progress=None) -> dict:
+def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | None = None, frames: int = 25,
+                      distractors: bool = False, progress=None) -> dict:
     """Generate a complete synthetic CMR study with ground truth; return the truth dict.
 
     ``pathology`` is one of NOR, DCM, HCM, MINF, RV (random for the seed when None).
     ``frames`` is the number of cine phases. The same seed gives the same study.
+    ``distractors`` adds series 12-14, first-pass perfusion and phase-contrast flow
+    (magnitude, phase), which no part may use; the other series stay exactly the same.
     ``progress``, if given, is called with a message per series.
     """
     out = Path(out_dir)
@@ -260,11 +359,12 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
     params = sample_parameters(seed, pathology)
     phantom = HeartPhantom(params)
     rng = np.random.default_rng([seed, 1])
-    plans = plan_series(phantom, rng, frames)
+    plans = plan_series(phantom, rng, frames, distractors)
     study = _study_info(params, seed)
     bias = CoilBias(rng, phantom.origin, params.body_half_depth_mm)
     tables = {name: seq.table(rng, jitter=0.06 if not seq.is_map else 0.03) for name, seq in SEQUENCES.items()}
     look = CineLook.draw(seed)
+    bolus = Bolus.draw(np.random.default_rng([seed, 6]))
     rr_ms = 60000.0 / params.heart_rate_bpm
     (out / "ground_truth" / "labels").mkdir(parents=True)
 
@@ -279,7 +379,11 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
         cine_look = look if plan.image_type == "cine" else None
         table = cine_look.table(tables[plan.sequence]) if cine_look else tables[plan.sequence]
         for s_index, stack in enumerate(plan.stacks):
-            signal, labels = render_stack(phantom, stack, plan.thickness, plan.phases, table, cine_look)
+            if plan.dynamic_times is not None:
+                bolus_tables = [bolus_table(table, bolus, t / 1000) for t in plan.dynamic_times]
+                signal, labels = render_dynamics(phantom, stack, plan.thickness, plan.phases[0], bolus_tables)
+            else:
+                signal, labels = render_stack(phantom, stack, plan.thickness, plan.phases, table, cine_look)
             noise_rng = np.random.default_rng([seed, plan.number, s_index])
             if seq.is_map:
                 pixels = add_map_noise(signal, seq.noise, noise_rng)
@@ -289,6 +393,9 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
                     shading = shading**cine_look.shading_power
                 noise = seq.noise * table[Tissue.LV_BLOOD] * (cine_look.noise_gain if cine_look else 1.0)
                 pixels = add_rician_noise(signal * shading[:, None], noise, noise_rng) * seq.scale
+            if plan.velocity_encoding is not None:  # the phase images of the magnitude just rendered
+                velocity = _aorta_velocity(phantom, stack, labels, plan.phases, 0.6 * plan.velocity_encoding)
+                pixels = phase_image(velocity, pixels / seq.scale, noise, plan.velocity_encoding, noise_rng)
             info = replace(
                 study,
                 series_uid=series_uid,
@@ -305,6 +412,7 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
                 stack.ijk_to_lps,
                 info,
                 frame_times=[ph * rr_ms for ph in plan.phases] if is_cine else None,
+                dynamic_times=plan.dynamic_times,
                 enhanced=plan.enhanced,
                 uid_seed=f"{seed}-{plan.number}-{s_index}",
                 file_prefix=f"IM{s_index}_" if len(plan.stacks) > 1 else "IM",
@@ -334,6 +442,9 @@ def make_sample_study(out_dir: str | Path, seed: int = 0, *, pathology: str | No
                 "phases": plan.phases,
                 "trigger_times_ms": [round(ph * rr_ms, 3) for ph in plan.phases],
                 "stacks": stacks_truth,
+                **({"distractor": plan.distractor} if plan.distractor else {}),
+                **({"dynamic_times_ms": [round(t, 3) for t in plan.dynamic_times]} if plan.dynamic_times else {}),
+                **({"velocity_encoding_cm_s": plan.velocity_encoding} if plan.velocity_encoding else {}),
             }
         )
 

@@ -15,7 +15,7 @@ from CMRFoundationLib.synthetic.study import load_truth, make_sample_study
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
-END_TO_END_FIXTURES = {"sample_analysis", "sample_outputs"}
+END_TO_END_FIXTURES = {"sample_analysis", "sample_outputs", "distractor_study"}
 
 
 def pytest_collection_modifyitems(items):
@@ -29,6 +29,15 @@ def sample_study(tmp_path_factory) -> Path:
     """A small myocardial-infarction study (6 cine frames) with its ground truth."""
     folder = tmp_path_factory.mktemp("synthetic") / "study"
     make_sample_study(folder, seed=11, pathology="MINF", frames=6)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def distractor_study(tmp_path_factory) -> Path:
+    """The sample study with the distractors no part may use (first-pass perfusion, phase-contrast
+    flow magnitude and phase, series 12-14); its other series are those of sample_study, bit for bit."""
+    folder = tmp_path_factory.mktemp("synthetic") / "distractors"
+    make_sample_study(folder, seed=11, pathology="MINF", frames=6, distractors=True)
     return folder
 
 

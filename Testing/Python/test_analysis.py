@@ -239,7 +239,7 @@ def test_json_and_csv_read_back(analysis, written):
     assert document["parts"]["function"]["results"]["lv_volume_curve_ml"]
     with open(paths["measurements_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment", "check"]
+    assert list(rows[0]) == ["section", "name", "value", "unit", "series", "segment", "frame", "check"]
     assert len(rows) == len(analysis.measurements) == len(document["measurements"])
     ef = next(r for r in rows if r["name"] == "lv_ef")
     assert float(ef["value"]) == pytest.approx(analysis.value("lv_ef"), rel=1e-5)
@@ -425,6 +425,6 @@ def test_slice_gaps_are_found():
 
     assert slice_gap_findings(stack([0, 8, 16, 24])) == []
     (missing,) = slice_gap_findings(stack([0, 8, 24, 32]))
-    assert "slices 1 and 2" in missing and "1 slice(s) missing" in missing
+    assert "slices 2 and 3" in missing and "1 slice(s) missing" in missing  # the 2nd and 3rd, counted from 1
     (extra,) = slice_gap_findings(stack([0, 8, 10, 16, 24]))
     assert "extra or repeated" in extra

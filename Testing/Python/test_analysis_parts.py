@@ -9,11 +9,19 @@ import pytest
 
 from CMRFoundationLib.analysis.parts import MEASUREMENTS, PARTS
 from CMRFoundationLib.analysis.parts.context import Context, PartSkipped, Shared
+from CMRFoundationLib.analysis.parts.ventricular_function import PART as FUNCTION
+from CMRFoundationLib.analysis.parts.ventricular_function import lv_volume_gaps, record_lv_volume_gaps
 from CMRFoundationLib.analysis.parts.volume_ratio import PART as VOLUME_RATIO
 from CMRFoundationLib.analysis.pipeline import PHASE_WEIGHTS
 from CMRFoundationLib.analysis.results import OK, PartResult
 from CMRFoundationLib.dicom.sr import known_measurements
-from CMRFoundationLib.measurements import not_a_long_axis_plane, partial_volume_slices, valve_plane_problem
+from CMRFoundationLib.measurements import (
+    LongAxisBounds,
+    not_a_long_axis_plane,
+    partial_volume_slices,
+    valve_plane_problem,
+)
+from CMRFoundationLib.stack import ImageStack, geometry_matrix
 
 
 def test_reading_an_analysis_imports_no_torch():
@@ -89,3 +97,27 @@ def test_the_report_shows_a_new_part_with_its_declared_label_and_decimals():
     part.measure("rv_lv_edv_ratio", 1.2468)
     html = _measurement_list(None, part)
     assert "RV/LV end-diastolic volume ratio" in html and "1.25" in html and "1.247" not in html
+
+
+def test_lv_slices_that_add_nothing_at_ed_and_es_are_left_out_and_the_others_noted():
+    """Six 10 mm short-axis slices (depth 0 at the apex end): the LV is on slices 1-4 at ED and
+    1-3 at ES; the 4-chamber cine puts the mitral plane at 33 mm at ED and 23 mm at ES."""
+    stack = ImageStack(np.zeros((6, 2, 8, 8), np.float32), geometry_matrix(np.zeros(3), [1, 0, 0], [0, 1, 0], [1, 1, 10]))
+    lv = np.zeros((6, 2, 8, 8), bool)
+    lv[1:5, 0, 2:6, 2:6] = True
+    lv[1:4, 1, 3:5, 3:5] = True
+    bounds = LongAxisBounds(np.array([33.0, 23.0]), np.full(2, np.nan), np.array([5.0, 5.0]), np.full(2, np.nan))
+    frames = {"ED": 0, "ES": 1}
+    gaps = lv_volume_gaps(lv, stack, bounds, frames)
+    assert gaps == {0: {"ED": "no LV blood pool", "ES": "no LV blood pool"},
+                    3: {"ES": "beyond the mitral plane of the 4-chamber cine"},
+                    4: {"ED": "beyond the mitral plane of the 4-chamber cine", "ES": "no LV blood pool"},
+                    5: {"ED": "no LV blood pool", "ES": "no LV blood pool"}}
+    part = _part(FUNCTION)
+    record_lv_volume_gaps(part, gaps, frames)
+    assert part.results["left_out_slices"] == {
+        "0": "no LV blood pool at ED and ES",
+        "4": "beyond the mitral plane of the 4-chamber cine at ED; no LV blood pool at ES",
+        "5": "no LV blood pool at ED and ES"}
+    assert part.results["slice_findings"] == {
+        "3": ["in the LV volume at ED only (beyond the mitral plane of the 4-chamber cine at ES)"]}

@@ -59,7 +59,7 @@ def test_a_frame_without_la_contact_has_no_mitral_plane():
     bounds = long_axis_bounds(np.stack([labels, no_la]), m, np.array([0, 0, 1.0]), lv_blood=LV, lv_myocardium=MYO,
                               la_blood=LA, ra_blood=RA)
     assert np.isfinite(bounds.mitral_mm[0]) and np.isnan(bounds.mitral_mm[1])
-    assert "frame(s) [1]" in bounds.warnings[0]
+    assert "frame(s) 2:" in bounds.warnings[0]  # the second frame, counted from 1
 
 
 def test_slabs_are_clipped_extended_and_dropped_at_the_bounds():

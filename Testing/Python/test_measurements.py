@@ -119,7 +119,7 @@ def test_curves_with_missing_frames_ties_and_empty_labels():
     result = function_from_volume_curves([150.0, 160.0, 90.0, 0.0, 90.0, 160.0], [140, 150, 80, 0, 85, 150], [100] * 6)
     assert (result.ed_frame, result.es_frame) == (1, 2)  # ties: the earliest frame
     assert result.lv.ef_percent == pytest.approx(100 * 70 / 160)
-    assert result.lv_volume_curve_ml[3] is None and any("frame(s) [3]" in w for w in result.warnings)
+    assert result.lv_volume_curve_ml[3] is None and any("frame(s) 4;" in w for w in result.warnings)  # frame 4, counted from 1
     assert result.bsa_m2 is None and result.lv.edv_index_ml_m2 is None
     as_json(result)
     one_frame = function_from_volume_curves([150.0], height_cm=170)

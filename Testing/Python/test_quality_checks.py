@@ -49,12 +49,14 @@ def test_an_open_myocardium_is_found_on_its_slice():
     ring = labels[3]
     ring[(ring == MYO) & (np.arange(96)[None, :] > 52)] = 0  # half the ring gone
     found = problems(labels)
-    assert len(found) == 1 and "does not close" in found[0] and "[3]" in found[0]
+    assert len(found) == 1 and "does not close" in found[0] and "slice(s) 4 (" in found[0]  # counted from 1
     assert not found[0].endswith("!")  # one slice of six: worth a look, the volumes stand
+    (problem,) = short_axis_problems(labels, 1.5, lv_blood=LV, lv_myocardium=MYO, rv_blood=RV, basal_end="first")
+    assert problem.slices == (3,) and problem.finding == "myocardium not closed around the LV blood pool"
     for k in (1, 2, 4):
         labels[k][(labels[k] == MYO) & (np.arange(96)[None, :] > 52)] = 0
     (found,) = problems(labels)
-    assert "[1, 2, 3, 4]" in found and found.endswith("!")  # most of the ventricle: the volumes fall
+    assert "slice(s) 2, 3, 4, 5 (" in found and found.endswith("!")  # most of the ventricle: the volumes fall
 
 
 def test_the_end_slices_may_open():
@@ -70,7 +72,7 @@ def test_an_rv_away_from_the_septum():
     labels[2][labels[2] == RV] = 0
     labels[2][5:15, 80:90] = RV  # far corner: 30+ mm from the myocardium
     found = problems(labels)
-    assert len(found) == 1 and "RV blood pool lies more than 10 mm" in found[0] and "[2]" in found[0]
+    assert len(found) == 1 and "RV blood pool lies more than 10 mm" in found[0] and "slice(s) 3:" in found[0]
 
 
 def test_a_stack_that_stops_before_the_apex():

@@ -8,6 +8,7 @@ reader's browser would get it: parsed, its SVGs counted, its PNGs decoded.
 from __future__ import annotations
 
 import base64
+import csv
 import dataclasses
 import html
 import io
@@ -233,7 +234,7 @@ def test_insertion_marks_sit_at_their_row_and_column(page, analysis, tmp_path):
                 if entry.get("anterior")}
     checked = 0
     for caption, pixels, _ in png_images(section(page, "function"), tmp_path):
-        k = int(re.search(r"slice (\d+)", caption).group(1))
+        k = int(re.search(r"slice (\d+)", caption).group(1)) - 1  # captions count from 1
         if ", ED " not in caption or k not in anterior:
             continue
         fr, fc = pixels.shape[0] / (r1 - r0), pixels.shape[1] / (c1 - c0)  # enlargement along rows, columns
@@ -370,3 +371,112 @@ def test_a_mark_off_the_diagonal_is_drawn_at_its_row_and_column():
     assert mark_centre(pixels, colour) == pytest.approx(((3 + 0.5) * 8 - 0.5, (12 + 0.5) * 4 - 0.5), abs=0.5)
     figure = images._figure(rgb, "mark")
     assert 'width="120" height="160"' in figure
+
+
+# --- what a reader reads: frame numbers, slices left out, the series table (parsed HTML) ------
+
+
+class Tables(HTMLParser):
+    """The text of every table (by class, each row as (row class, cell texts)) and paragraph
+    (by class) of a page, under the id of the section holding it."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[tuple[str, str], list[tuple[str, list[str]]]] = {}
+        self.paragraphs: dict[tuple[str, str], list[str]] = {}
+        self.section, self.table, self.row, self.cell, self.paragraph = "", None, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.section = attrs.get("id", "")
+        elif tag == "table":
+            self.table = self.tables.setdefault((self.section, attrs.get("class", "")), [])
+        elif tag == "tr" and self.table is not None:
+            self.row = (attrs.get("class", ""), [])
+            self.table.append(self.row)
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = []
+        elif tag == "p":
+            self.paragraph = (attrs.get("class", ""), [])
+
+    def handle_data(self, data):
+        for text in (self.cell, self.paragraph and self.paragraph[1]):
+            if text is not None:
+                text.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.row[1].append("".join(self.cell).strip())
+            self.cell = None
+        elif tag == "table":
+            self.table = self.row = None
+        elif tag == "p" and self.paragraph is not None:
+            self.paragraphs.setdefault((self.section, self.paragraph[0]), []).append("".join(self.paragraph[1]))
+            self.paragraph = None
+
+
+def tables(page: str) -> Tables:
+    parser = Tables()
+    parser.feed(page)
+    return parser
+
+
+def test_ed_and_es_frames_agree_in_report_json_csv_and_file_names(written, page):
+    """One numbering for people (from 1) in the report, measurements.csv and the DICOM SEG file
+    names; analysis.json keeps positions from 0 (results.py, stack.numbered)."""
+    out, files = written
+    document = json.loads((out / outputs.ANALYSIS_FILE).read_text(encoding="utf-8"))
+    function = document["parts"]["function"]["results"]
+    ed, es = function["ed_frame"] + 1, function["es_frame"] + 1  # as a person counts them
+    parsed = tables(page)
+    (cycle,) = parsed.paragraphs[("part-function", "cycle")]
+    assert re.search(r"\(ED\) at frame (\d+), end-systole \(ES\) at frame (\d+)", cycle).groups() == (str(ed), str(es))
+    captions = re.findall(r'alt="[^"]*?, (ED|ES) \(slice \d+, frame (\d+)\)"', section(page, "function"))
+    assert captions and all(int(frame) == {"ED": ed, "ES": es}[phase] for phase, frame in captions)
+    wall = document["parts"]["myocardial_segments"]["results"]["frame"] + 1
+    assert wall == ed and f"End-diastolic wall thickness (frame {ed})" in section(page, "myocardial_segments")
+
+    with open(out / outputs.CSV_FILE, newline="", encoding="utf-8") as handle:
+        rows = {(row["name"], row["segment"]): row for row in csv.DictReader(handle)}
+    assert (rows[("lv_edv", "")]["frame"], rows[("lv_esv", "")]["frame"]) == (str(ed), str(es))
+    assert rows[("lv_mass", "")]["frame"] == str(ed) and rows[("lv_ef", "")]["frame"] == ""  # EF: two frames
+    by_name = {(m["name"], m["segment"]): m for m in document["measurements"]}
+    assert (by_name[("lv_edv", None)]["frame"], by_name[("lv_esv", None)]["frame"]) == (ed - 1, es - 1)
+    seg_files = sorted(p.name for p in files["dicom_seg"] if "seg_sax_cine" in p.parent.name)
+    assert seg_files == sorted({f"SEG_frame{ed:03d}.dcm", f"SEG_frame{es:03d}.dcm"})
+
+
+def test_every_slice_is_listed_with_whether_it_counts_and_why_not(written, page, analysis):
+    document = json.loads((written[0] / outputs.ANALYSIS_FILE).read_text(encoding="utf-8"))
+    parsed = tables(page)
+    listed = 0
+    for name, part in document["parts"].items():
+        if part["status"] != "ok" or "left_out_slices" not in part["results"]:
+            continue
+        left_out = part["results"]["left_out_slices"]
+        findings = part["results"].get("slice_findings") or {}
+        head, *rows = parsed.tables[(f"part-{name}", "slices")]
+        assert head[1] == ["Slice", "Position (mm)", "In the measurements", "Flagged"]
+        assert [cells[0] for _, cells in rows] == [str(k + 1) for k in range(analysis.stack(part["series"]).n_slices)]
+        for k, (row_class, cells) in enumerate(rows):
+            if str(k) in left_out:
+                assert row_class == "left-out" and cells[2] == f"left out: {left_out[str(k)]}"
+            else:
+                assert row_class == "counted" and cells[2] == "counted"
+            assert cells[3] == ("; ".join(findings[str(k)]) if str(k) in findings else "—")
+        listed += 1
+    assert listed >= 2  # the short-axis cine and the LGE at least
+    lge = document["parts"]["lge_extent"]["results"]
+    assert lge["left_out_slices"] and set(lge["excluded_slices"]) <= set(lge["left_out_slices"])
+
+
+def test_series_table_shows_the_header_description_beside_our_class(page, analysis):
+    head, *rows = tables(page).tables[("series", "series")]
+    assert head[1][:3] == ["Series", "Series description (header)", "Our class"]
+    by_key = {cells[0]: cells for _, cells in rows}
+    assert set(by_key) == {record.key for record in analysis.series}
+    for record in analysis.series:
+        cells = by_key[record.key]
+        assert cells[1] == (record.stack.info.series_description or "—")
+        assert cells[2].startswith(record.classification.image_type)

@@ -149,7 +149,7 @@ def test_rv_insertion_points_are_markups_at_their_patient_coordinates(result, do
     expected = [(side, p["slice"], p[side]) for p in points for side in ("anterior", "inferior") if p[side]]
     assert markups.GetNumberOfControlPoints() == len(expected) > 0
     for n, (side, slice_index, point) in enumerate(expected):
-        assert markups.GetNthControlPointLabel(n) == f"{side.capitalize()} RV insertion s{slice_index}"
+        assert markups.GetNthControlPointLabel(n) == f"{side.capitalize()} RV insertion s{slice_index + 1}"  # from 1
         lps = np.array(markups.GetNthControlPointPosition(n)) * np.array([-1, -1, 1])
         assert np.allclose(lps, point["lps"], atol=1e-6)
         row_col = np.full((stack.n_slices, 1, 2), np.nan)
@@ -164,10 +164,11 @@ def test_measurements_table_equals_the_csv(result, loaded):
         rows = list(csv.DictReader(handle))
     table = table_rows(load.table)
     assert len(table) == len(rows) > 20
+    columns = ("section", "name", "unit", "series", "segment", "frame", "check")  # frames numbered from 1 in both
     for in_table, in_csv in zip(table, rows):
-        assert {k: in_table[k] for k in ("section", "name", "unit", "series", "segment")} == \
-               {k: in_csv[k] for k in ("section", "name", "unit", "series", "segment")}
+        assert {k: in_table[k] for k in columns} == {k: in_csv[k] for k in columns}
         assert in_table["value"] == pytest.approx(float(in_csv["value"]), rel=1e-5)
+    assert any(row["frame"] for row in table)
 
 
 def test_bullseyes_show_the_segment_values_in_the_reports_colours(document, loaded):

@@ -34,7 +34,7 @@ def test_a_slice_with_inverted_contrast_is_flagged_on_its_own(sample_stacks, sam
     ed = by_frame[str(function.results["ed_frame"])]
     assert ed[k] < 0.8 and all(c is None or c >= 0.8 for i, c in enumerate(ed) if i != k)
     flags = [f.message for f in analysis.flags if f.code == r.LOW_CONFIDENCE and "segmentation is uncertain" in f.message]
-    assert len(flags) == 1 and f"slice(s) [{k}] of frame" in flags[0]
+    assert len(flags) == 1 and f"slice(s) {k + 1} of frame" in flags[0]  # counted from 1
 
 
 def test_predict_stack_gives_certainty_per_slice_and_frame(sample_stacks):

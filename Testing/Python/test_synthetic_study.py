@@ -6,11 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
 
 from CMRFoundationLib.dicom import index_study, read_study
 from CMRFoundationLib.synthetic.phantom import HeartPhantom, sample_parameters
-from CMRFoundationLib.synthetic.study import load_label_map, make_sample_study
+from CMRFoundationLib.synthetic.study import load_label_map, load_truth, make_sample_study
 
 MYOCARDIUM, LV_BLOOD, RV_BLOOD, INFARCT = 2, 1, 3, 8
 
@@ -211,3 +212,65 @@ def test_cmrfm_index_and_make_sample_study_commands(sample_study, tmp_path):
     assert result.returncode == 2 and "not empty" in result.stderr
     result = subprocess.run([sys.executable, "-m", "CMRFoundationLib.cli", "index", str(tmp_path / "missing")], capture_output=True, text=True)
     assert result.returncode == 1 and "missing" in result.stdout + result.stderr
+
+
+def test_distractors_are_off_by_default_and_leave_the_rest_of_the_study_unchanged(sample_study, sample_truth,
+                                                                                   distractor_study):
+    truth = load_truth(distractor_study)
+    assert not any("distractor" in s for s in sample_truth["series"])  # the default study has none
+    kinds = {s["number"]: s["distractor"] for s in truth["series"] if "distractor" in s}
+    assert kinds == {12: "first-pass perfusion", 13: "phase-contrast flow, magnitude",
+                     14: "phase-contrast flow, phase (velocity)"}
+    assert [s for s in truth["series"] if "distractor" not in s] == sample_truth["series"]
+    for series in sample_truth["series"]:  # every file of every other series, byte for byte
+        ours, theirs = distractor_study / series["folder"], sample_study / series["folder"]
+        names = sorted(p.name for p in theirs.iterdir())
+        assert sorted(p.name for p in ours.iterdir()) == names
+        assert all((ours / name).read_bytes() == (theirs / name).read_bytes() for name in names), series["folder"]
+
+
+def test_perfusion_repeats_one_trigger_delay_while_the_bolus_passes_rv_lv_then_myocardium(distractor_study):
+    truth = load_truth(distractor_study)
+    series = next(s for s in truth["series"] if s.get("distractor") == "first-pass perfusion")
+    stacks, problems = read_study(distractor_study / series["folder"])
+    assert problems == [] and len(stacks) == 1
+    perfusion = stacks[0]
+    assert perfusion.n_slices == 3 and perfusion.n_frames >= 40
+    assert np.ptp(perfusion.frame_times) == 0  # one trigger delay, repeated
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted((distractor_study / series["folder"]).iterdir())]
+    first_slice = sorted((h for h in headers if h.InstanceNumber <= perfusion.n_frames), key=lambda h: h.InstanceNumber)
+    seconds = [_seconds(h.AcquisitionTime) for h in first_slice]
+    assert np.all(np.diff(seconds) > 0) and 20 < seconds[-1] - seconds[0] < 90  # tens of seconds, one frame a beat
+    assert all("CardiacNumberOfImages" not in h for h in headers)  # not the phases of one cycle
+
+    labels, _ = load_label_map(distractor_study, series["stacks"][0]["label_file"])
+    mid = perfusion.pixels[1]  # [frames, rows, cols]
+    curve = {name: mid[:, labels[1, 0] == label].mean(axis=1) for name, label in
+             (("rv", RV_BLOOD), ("lv", LV_BLOOD), ("myocardium", MYOCARDIUM))}
+    peaks = {name: int(np.argmax(values)) for name, values in curve.items()}
+    assert peaks["rv"] < peaks["lv"] < peaks["myocardium"], peaks
+    rise = {name: values.max() - values[0] for name, values in curve.items()}
+    assert rise["myocardium"] < 0.5 * rise["lv"]  # the muscle enhances far less than the blood
+
+
+def test_flow_series_carry_velocity_in_their_headers_and_phase_images(distractor_study):
+    truth = load_truth(distractor_study)
+    by_kind = {s["distractor"]: s for s in truth["series"] if s.get("distractor", "").startswith("phase-contrast")}
+    (magnitude,), _ = read_study(distractor_study / by_kind["phase-contrast flow, magnitude"]["folder"])
+    (phase,), _ = read_study(distractor_study / by_kind["phase-contrast flow, phase (velocity)"]["folder"])
+    venc = by_kind["phase-contrast flow, phase (velocity)"]["velocity_encoding_cm_s"]
+    assert magnitude.info.sequence_name == phase.info.sequence_name == f"*fl2d1_v{venc:.0f}in"
+    assert "M" in magnitude.info.image_type and "P" in phase.info.image_type
+    assert np.ptp(phase.frame_times) > 0 and phase.n_frames == magnitude.n_frames  # a cine over one cycle
+
+    labels, _ = load_label_map(distractor_study, by_kind["phase-contrast flow, phase (velocity)"]["stacks"][0]["label_file"])
+    aorta = labels[0] == 7  # [frames, rows, cols]
+    systole = int(np.argmax([np.abs(phase.pixels[0, f][aorta[f]]).mean() for f in range(phase.n_frames)]))
+    values = phase.pixels[0, systole][aorta[systole]]
+    assert values.max() > 1500 and values.min() < -1500  # up the ascending, down the descending aorta
+    still = (labels[0, systole] == 0) & (magnitude.pixels[0, systole] > np.percentile(magnitude.pixels, 60))
+    assert abs(np.median(phase.pixels[0, systole][still])) < 100  # bright static tissue: no velocity
+
+
+def _seconds(tm: str) -> float:
+    return int(tm[:2]) * 3600 + int(tm[2:4]) * 60 + float(tm[4:])

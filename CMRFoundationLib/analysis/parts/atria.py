@@ -9,7 +9,7 @@ from pydicom.sr.coding import Code
 from ...measurements import atria_over_cine
 from ...measurements import plausibility as plausible
 from ...measurements.volumes import pixel_area_mm2
-from ...stack import ImageStack
+from ...stack import ImageStack, numbered
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSpec, indices
 from .helpers import record_certainty
@@ -20,7 +20,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     lv, la, ra = indices(prediction.task.labels, "lv_blood_pool", "la_blood_pool", "ra_blood_pool")
     plane_index = stack.n_slices // 2
     if stack.n_slices > 1:
-        part.notes.append(f"{stack.n_slices} slices: the middle one (slice {plane_index}) is measured")
+        part.notes.append(f"{stack.n_slices} slices: the middle one (slice {numbered(plane_index)}) is measured")
     plane = prediction.labels[plane_index]  # [frames, rows, cols]
     four = ctx.shared.four_chamber = FourChamberState(stack, plane_index, plane, prediction.task.labels)
     atria = atria_over_cine(plane, stack.spacing, la=la, ra=ra, lv=lv)
@@ -35,9 +35,8 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
             part.notes.append(f"{name.upper()} not found in any frame")
             continue
         part.notes += [f"{name.upper()}: {w}" for w in at_max.warnings]
-        part.measure(f"{name}_area", at_max.area_cm2)
-        part.measure(f"{name}_length", at_max.length_mm)
-        part.measure(f"{name}_volume", at_max.volume_ml)
+        for measured, value in (("area", at_max.area_cm2), ("length", at_max.length_mm), ("volume", at_max.volume_ml)):
+            part.measure(f"{name}_{measured}", value, frame=atrium.max_frame)
     part.label_maps.append(LabelMap(prediction.task.name, prediction.labels, prediction.task.labels, seg_frames=sorted({ed, es})))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...measurements import AHA_SEGMENT_NAMES, aha_segments, guess_basal_end
-from ...stack import ImageStack
+from ...stack import ImageStack, numbered
 from .. import results as r
 from ..classify import LOW_CONFIDENCE as LOW_CLASS_CONFIDENCE
 from ..geometry import basal_end_along, carried_insertion_points
@@ -105,11 +105,26 @@ def record_certainty(ctx: Context, part: PartResult, prediction, frames: list[in
     }
     low = {f: [k for k in range(certainty.shape[0]) if certainty[k, f] < threshold] for f in frames}
     low = {f: slices for f, slices in low.items() if slices}
+    for f, slices in low.items():
+        for k in slices:
+            at = f" at frame {numbered(f)}" if certainty.shape[1] > 1 else ""
+            note_slice(part, k, f"uncertain segmentation{at} (certainty {certainty[k, f]:.2f}, below {threshold})")
     if low:
-        where = "; ".join(f"slice(s) {slices}" + (f" of frame {f}" if certainty.shape[1] > 1 else "")
+        where = "; ".join(f"slice(s) {numbered(slices)}" + (f" of frame {numbered(f)}" if certainty.shape[1] > 1 else "")
                           for f, slices in low.items())
         ctx.flag("warning", r.LOW_CONFIDENCE, f"{part.title}: the {prediction.task.name} segmentation is uncertain on "
                  f"{where} (certainty below {threshold}): check those contours", part.series, part.name)
+
+
+def record_left_out_slices(part: PartResult, left_out: dict[int, str]) -> None:
+    """The slices of the part's short-axis stack that its measurements leave out, and why
+    (``left_out_slices``, beside ``slice_findings``: the report lists every slice with both)."""
+    part.results["left_out_slices"] = {str(k): why for k, why in sorted(left_out.items())}
+
+
+def note_slice(part: PartResult, k: int, finding: str) -> None:
+    """Something found on slice ``k`` that a reader should see beside it (``slice_findings``)."""
+    part.results.setdefault("slice_findings", {}).setdefault(str(k), []).append(finding)
 
 
 def flag_slices_without_lv(ctx: Context, part: PartResult, lv: np.ndarray) -> None:
@@ -121,8 +136,8 @@ def flag_slices_without_lv(ctx: Context, part: PartResult, lv: np.ndarray) -> No
     outside = [k for k in range(len(has_lv)) if k < inside[0] or k > inside[-1]]
     gaps = [k for k in range(inside[0], inside[-1]) if not has_lv[k]]
     if outside:
-        ctx.flag("info", r.SLICE_WITHOUT_LV, f"slice(s) {outside} show no LV in any frame: outside the heart "
+        ctx.flag("info", r.SLICE_WITHOUT_LV, f"slice(s) {numbered(outside)} show no LV in any frame: outside the heart "
                  "(above the base or below the apex)", part.series, part.name)
     if gaps:
-        ctx.flag("warning", r.SLICE_WITHOUT_LV, f"slice(s) {gaps} lie between LV slices but show no LV: "
+        ctx.flag("warning", r.SLICE_WITHOUT_LV, f"slice(s) {numbered(gaps)} lie between LV slices but show no LV: "
                  "check the segmentation", part.series, part.name)

@@ -10,12 +10,12 @@ from pydicom.sr.coding import Code
 from ...measurements import lge_extent, not_a_long_axis_plane, partial_volume_slices
 from ...measurements import plausibility as plausible
 from ...measurements.volumes import slice_depths_mm, slice_thicknesses
-from ...stack import ImageStack
+from ...stack import ImageStack, numbered
 from ...terminology import PRIVATE_SCHEME as _P
 from ..geometry import plane_angle_deg
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSpec, indices
-from .helpers import AHA_LABEL_NAMES, record_certainty, segments_on
+from .helpers import AHA_LABEL_NAMES, record_certainty, record_left_out_slices, segments_on
 
 # Enhanced islands smaller than this (8-connected, per slice) are noise: about 10 mm^2 at 1.4 mm pixels.
 LGE_MIN_ISLAND_PIXELS = 5
@@ -33,7 +33,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
         raise ValueError(f"AHA segments cannot be placed, so there is no remote myocardium: {how}")
     excluded = lge_partial_volume_slices(ctx.shared.four_chamber, stack, labels, lv, myo)
     for k, why in excluded.items():
-        part.notes.append(f"slice {k} left out of the LGE quantification: {why}")
+        part.notes.append(f"slice {numbered(k)} left out of the LGE quantification: {why}")
     extent = lge_extent(stack.pixels[:, 0], labels, stack.ijk_to_lps, aha, lv_myocardium=myo, n_sd=ctx.lge_n_sd,
                         slice_positions=stack.slice_positions, excluded_slices=sorted(excluded),
                         min_component_pixels=LGE_MIN_ISLAND_PIXELS, blood_pool=lv, drop_border_rims=True)
@@ -42,6 +42,8 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     part.results = {"insertion_points_source": how, "aha": aha.to_dict(), "extent": extent.to_dict(),
                     "excluded_slices": {str(k): why for k, why in sorted(excluded.items())},
                     "min_island_pixels": LGE_MIN_ISLAND_PIXELS, "border_rims_dropped": True}
+    no_myocardium = {int(k): "no LV myocardium segmented" for k in np.flatnonzero(~(labels == myo).any(axis=(1, 2)))}
+    record_left_out_slices(part, {**no_myocardium, **excluded})
     record_certainty(ctx, part, prediction)
     method = f"{extent.n_sd:g}-SD above remote myocardium"
     part.measure("lge_extent", extent.enhanced_percent, method=method)

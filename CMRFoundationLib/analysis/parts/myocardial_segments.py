@@ -10,7 +10,7 @@ from pydicom.sr.coding import Code
 from ...measurements import aha_segments, segmental_wall_thickness
 from ...measurements import plausibility as plausible
 from ...measurements.insertion_points import joined_insertion_points, stack_insertion_points
-from ...stack import ImageStack
+from ...stack import ImageStack, numbered
 from ...tasks import MIN_LANDMARK_CONFIDENCE
 from .. import results as r
 from ..geometry import one_frame
@@ -37,7 +37,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
             if ((source[k] == "") | ((source[k] == "heatmap") & (confidence[k] < MIN_LANDMARK_CONFIDENCE))).any()]
     if weak:
         ctx.flag("warning", r.LOW_CONFIDENCE, f"RV insertion point not found or below confidence "
-                 f"{MIN_LANDMARK_CONFIDENCE} in slice(s) {weak}: those slices borrow the segment angles of the "
+                 f"{MIN_LANDMARK_CONFIDENCE} in slice(s) {numbered(weak)}: those slices borrow the segment angles of the "
                  "nearest slice", part.series, part.name)
     aha = aha_segments(ed_labels, stack.ijk_to_lps, points, basal_end=sax.basal_end, lv_blood=lv,
                        lv_myocardium=myo, rv_blood=rv)
@@ -49,7 +49,7 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
                     "insertion_points": insertion_points_json(stack, points, confidence, with_lv, source),
                     "aha": aha.to_dict(), "wall_thickness": thickness.to_dict()}
     for segment in thickness.segments:
-        part.measure("wall_thickness", segment.mean_mm, segment=segment.segment)
+        part.measure("wall_thickness", segment.mean_mm, segment=segment.segment, frame=ed)
     part.label_maps.append(LabelMap("aha_segments_ed", aha.segments[:, None], AHA_LABEL_NAMES, frames=[ed]))
 
 

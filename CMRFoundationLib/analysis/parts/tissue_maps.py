@@ -3,6 +3,7 @@ segment (the insertion points carried from the short-axis cine when it has them)
 
 from __future__ import annotations
 
+import numpy as np
 from pydicom.sr.coding import Code
 
 from ...measurements import map_values
@@ -10,7 +11,7 @@ from ...measurements import plausibility as plausible
 from ...stack import ImageStack
 from ..results import LabelMap, PartResult
 from .context import Context, MeasurementSpec, PartSpec, indices
-from .helpers import AHA_LABEL_NAMES, record_certainty, segments_on
+from .helpers import AHA_LABEL_NAMES, record_certainty, record_left_out_slices, segments_on
 
 
 def map_part(quantity: str):
@@ -28,6 +29,8 @@ def map_part(quantity: str):
         part.notes += values.warnings
         part.results = {"quantity": quantity, "unit": "ms", "insertion_points_source": how,
                         "aha": None if aha is None else aha.to_dict(), "values": values.to_dict()}
+        record_left_out_slices(part, {int(k): "no LV myocardium segmented"
+                                      for k in np.flatnonzero(~(labels == myo).any(axis=(1, 2)))})
         record_certainty(ctx, part, prediction)
         part.measure(quantity, values.global_values.mean)
         for segment, region in sorted(values.segments.items()):

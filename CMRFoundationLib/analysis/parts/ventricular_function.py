@@ -18,14 +18,14 @@ from ...measurements import (
 )
 from ...measurements import plausibility as plausible
 from ...measurements.quality import short_axis_problems
-from ...measurements.volumes import slice_depths_mm
+from ...measurements.volumes import clipped_slab_mm, slice_depths_mm, slice_thicknesses
 from ...stack import ImageStack
 from ...terminology import PRIVATE_SCHEME as _P
 from .. import results as r
 from ..geometry import SaxReference, base_direction, plane_angle_deg
 from ..results import LabelMap, PartResult
 from .context import Context, FourChamberState, MeasurementSpec, PartSkipped, PartSpec, SaxState, indices
-from .helpers import body_size, flag_slices_without_lv, record_certainty
+from .helpers import body_size, flag_slices_without_lv, note_slice, record_certainty, record_left_out_slices
 
 _STROKE_VOLUME = Code("90096001", "SCT", "Stroke Volume")
 
@@ -51,6 +51,8 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
         long_axis_json["es"] = None if function.es_frame is None else long_axis.frame(function.es_frame)
     part.results["long_axis"] = long_axis_json
     flag_slices_without_lv(ctx, part, labels == lv)
+    frames = {"ED": function.ed_frame, **({"ES": function.es_frame} if function.es_frame is not None else {})}
+    record_lv_volume_gaps(part, lv_volume_gaps(labels == lv, stack, long_axis, frames), frames)
 
     basal_end = reference = None
     try:
@@ -66,24 +68,64 @@ def run(ctx: Context, part: PartResult, stack: ImageStack) -> None:
     for problem in problems:
         ctx.flag("warning", r.SEGMENTATION_QUALITY, f"short-axis segmentation at ED: {problem.text}", part.series,
                  part.name)
+        for k in problem.slices:
+            note_slice(part, k, f"structure check at ED: {problem.finding}")
     invalidating = [p.text for p in problems if p.invalidates_volumes]
     ctx.shared.sax = SaxState(stack, labels, prediction.task.labels, function.ed_frame, function.es_frame, basal_end, reference)
 
+    ed, es = function.ed_frame, function.es_frame
     for side, volumes in (("lv", function.lv), ("rv", function.rv)):
         if volumes is None:
             continue
-        for attribute, name in (("edv_ml", "edv"), ("esv_ml", "esv"), ("sv_ml", "sv"), ("ef_percent", "ef"),
-                                ("edv_index_ml_m2", "edv_index"), ("esv_index_ml_m2", "esv_index"),
-                                ("sv_index_ml_m2", "sv_index")):
-            part.measure(f"{side}_{name}", getattr(volumes, attribute))
-    part.measure("lv_mass", function.lv_mass_g)
-    part.measure("lv_mass_index", function.lv_mass_index_g_m2)
+        for attribute, name, frame in (("edv_ml", "edv", ed), ("esv_ml", "esv", es), ("sv_ml", "sv", None),
+                                       ("ef_percent", "ef", None), ("edv_index_ml_m2", "edv_index", ed),
+                                       ("esv_index_ml_m2", "esv_index", es), ("sv_index_ml_m2", "sv_index", None)):
+            part.measure(f"{side}_{name}", getattr(volumes, attribute), frame=frame)
+    part.measure("lv_mass", function.lv_mass_g, frame=ed)
+    part.measure("lv_mass_index", function.lv_mass_index_g_m2, frame=ed)
     if invalidating:  # the volumes of an impossible segmentation are not numbers to report as such
         for row in part.measurements:
             row.check = "the segmentation failed a structural check: " + "; ".join(invalidating)
     part.measure("bsa", function.bsa_m2)
     seg_frames = sorted({function.ed_frame, function.es_frame} - {None})
     part.label_maps.append(LabelMap(prediction.task.name, labels, prediction.task.labels, seg_frames=seg_frames))
+
+
+def lv_volume_gaps(lv: np.ndarray, stack: ImageStack, long_axis: LongAxisBounds | None,
+                   frames: dict[str, int]) -> dict[int, dict[str, str]]:
+    """slice -> {phase: why the slice adds nothing to the LV volume at that phase (of ``frames``,
+    e.g. {"ED": 0, "ES": 9})}: no LV blood pool segmented there, or a slab beyond the mitral plane
+    or the apex of the 4-chamber cine."""
+    present = lv.any(axis=(2, 3))  # [slices, frames]
+    depth = slice_depths_mm(stack.n_slices, stack.ijk_to_lps, stack.slice_positions)
+    slab = slice_thicknesses(stack.n_slices, stack.ijk_to_lps, stack.slice_positions)
+    gaps: dict[int, dict[str, str]] = {}
+    for phase, f in frames.items():
+        counted = present[:, f].astype(float)
+        if long_axis is not None:
+            mitral, apex = long_axis.mitral_mm[f], long_axis.lv_apex_mm[f]
+            counted *= clipped_slab_mm(present[:, f], depth, slab, mitral, apex)
+        for k in np.flatnonzero(counted == 0):
+            if not present[k, f]:
+                why = "no LV blood pool"
+            else:
+                to_mitral, to_apex = abs(depth[k] - mitral), abs(depth[k] - apex)  # NaN where not found
+                why = f"beyond the {'LV apex' if to_apex < to_mitral or np.isnan(to_mitral) else 'mitral plane'} of the 4-chamber cine"
+            gaps.setdefault(int(k), {})[phase] = why
+    return gaps
+
+
+def record_lv_volume_gaps(part: PartResult, gaps: dict[int, dict[str, str]], frames: dict[str, int]) -> None:
+    """A slice that adds nothing at ED nor ES is left out of the volumes; one that adds to one of
+    them only is counted, with a note of which."""
+    left_out = {}
+    for k, why in gaps.items():
+        text = "; ".join(f"{reason} at {' and '.join(p for p in why if why[p] == reason)}" for reason in dict.fromkeys(why.values()))
+        if len(why) == len(frames):
+            left_out[k] = text
+        else:
+            note_slice(part, k, f"in the LV volume at {' and '.join(p for p in frames if p not in why)} only ({text})")
+    record_left_out_slices(part, left_out)
 
 
 def valve_planes(four: FourChamberState | None, sax: ImageStack) -> tuple[LongAxisBounds | None, dict]:

@@ -32,7 +32,7 @@ def _volume_curves_svg(results: dict, stack) -> str:
     if times is not None and len(times) == n and np.all(np.diff(times) > 0):
         xs, x_label = [float(t) for t in times], "time from the R wave (ms)"
     else:
-        xs, x_label = [float(i) for i in range(n)], "frame"
+        xs, x_label = [float(i + 1) for i in range(n)], "frame"  # numbered from 1, as the report counts
     found = [v for _, values in curves for v in values if v is not None]
     y_max = max(found) * 1.1 if found and max(found) > 0 else 1.0
     x_lo, x_hi = xs[0], (xs[-1] if xs[-1] > xs[0] else xs[0] + 1)

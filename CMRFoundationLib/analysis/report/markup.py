@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import math
 
+from ...stack import numbered
+
 # Decimals shown per unit, and how a unit is written for readers.
 DIGITS = {"ml": 1, "ml/m2": 1, "%": 1, "g": 1, "g/m2": 1, "m2": 2, "mm": 1, "cm2": 1, "ms": 0}
 UNIT_TEXT = {"ml": "mL", "ml/m2": "mL/m²", "g/m2": "g/m²", "m2": "m²", "cm2": "cm²"}
@@ -33,6 +35,11 @@ def _checked(row, unit: str, digits: int | None = None) -> str:
     if row.check:
         text += f' <span class="implausible-mark" title="{_e(row.check)}">&#9888; not plausible</span>'
     return Html(text)
+
+
+def _numbered(position) -> str:
+    """A slice or frame position (from 0), or several, as the report numbers them (from 1); "—" for none."""
+    return "—" if position is None else numbered(position)
 
 
 def _unit(unit: str) -> str:

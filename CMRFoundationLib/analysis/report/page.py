@@ -29,7 +29,7 @@ from .images import (
     _overlay,
     _structure_map,
 )
-from .markup import Html, _checked, _e, _number, _unit
+from .markup import Html, _checked, _e, _number, _numbered, _unit
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,11 @@ def _function(analysis: StudyAnalysis, part: PartResult) -> str:
     rows += [["Myocardial mass", _checked(value("lv_mass"), "g"), "—", "g"],
              ["Myocardial mass indexed to BSA", _checked(value("lv_mass_index"), "g/m2"), "—", _unit("g/m2")]]
     results, stack = part.results, analysis.stack(part.series)
-    es = results.get("es_frame")
-    phases = (f"ED at frame {results.get('ed_frame')}, ES at frame {'—' if es is None else es} "
-              f"(of {stack.n_frames}, counted from 0).")
-    return (_table(["", "LV", "RV", "Unit"], rows, numeric=(1, 2)) + f"<p>{_e(phases)}</p>"
-            + _safe(_volume_curves_svg, results, stack) + _safe(_sax_images, analysis, part))
+    phases = (f"End-diastole (ED) at frame {_numbered(results.get('ed_frame'))}, end-systole (ES) at frame "
+              f"{_numbered(results.get('es_frame'))}, of frames 1 to {stack.n_frames}.")
+    return (_table(["", "LV", "RV", "Unit"], rows, numeric=(1, 2)) + f'<p class="cycle">{_e(phases)}</p>'
+            + _safe(_volume_curves_svg, results, stack) + _safe(_sax_images, analysis, part)
+            + _safe(_slice_table, analysis, part))
 
 
 def _sax_images(analysis: StudyAnalysis, part: PartResult) -> str:
@@ -245,7 +245,7 @@ def _sax_images(analysis: StudyAnalysis, part: PartResult) -> str:
                 marks = points.get(k, []) if frame == ed else []
                 rgb = _overlay(stack.pixels[k, frame], _labels_at(label_map, frame)[k], label_map.label_names,
                                crop, stack.spacing, marks)
-                figures.append(_figure(rgb, f"{level}, {phase} (slice {k}, frame {frame})"))
+                figures.append(_figure(rgb, f"{level}, {phase} (slice {_numbered(k)}, frame {_numbered(frame)})"))
     marked = ("anterior_rv_insertion", "inferior_rv_insertion") if points else ()
     return _figures(figures, _legend(label_map.label_names, marked))
 
@@ -267,7 +267,7 @@ def _insertion_points(analysis: StudyAnalysis, function: PartResult) -> dict[int
 
 def _myocardial_segments(analysis: StudyAnalysis, part: PartResult) -> str:
     results = part.results
-    return (_bullseye_figure(part, "wall_thickness", "mm", f"End-diastolic wall thickness (frame {results.get('frame')})")
+    return (_bullseye_figure(part, "wall_thickness", "mm", f"End-diastolic wall thickness (frame {_numbered(results.get('frame'))})")
             + f"<p>Base at the {_e(results.get('basal_end'))} slice end of the stack. The RV insertion points that "
             "place the segments are marked on the end-diastolic images of the ventricular function section.</p>")
 
@@ -278,7 +278,7 @@ def _disease(analysis: StudyAnalysis, part: PartResult) -> str:
     labels = {name: f"{name} ({DISEASE_NAMES[name]})" if name in DISEASE_NAMES else name for name in probabilities}
     level_names = {"basal_slice": "basal slice", "mid_slice": "mid slice", "apical_slice": "apical slice",
                    "ed_frame": "ED frame", "es_frame": "ES frame"}
-    used = ", ".join(f"{level_names.get(k, k)} {v}" for k, v in (results.get("levels") or {}).items() if v is not None)
+    used = ", ".join(f"{level_names.get(k, k)} {_numbered(v)}" for k, v in (results.get("levels") or {}).items() if v is not None)
     method = results.get("method", "image model")
     basis = {"phenotypes": "from the measured phenotypes (EF, RV/LV volumes, mass-to-volume, wall thickness "
                            "and its regional spread)",
@@ -300,7 +300,7 @@ def _atria(analysis: StudyAnalysis, part: PartResult) -> str:
     for side, name in (("la", "Left atrium"), ("ra", "Right atrium")):
         atrium = results.get(side) or {}
         largest = atrium.get("max") or {}
-        rows.append([name, atrium.get("max_frame", "—"), _number(largest.get("area_cm2"), "cm2"),
+        rows.append([name, _numbered(atrium.get("max_frame")), _number(largest.get("area_cm2"), "cm2"),
                      _number(largest.get("length_mm"), "mm"), _number(largest.get("volume_ml"), "ml")])
     text = _table(["At its largest", "Frame", "Area (cm²)", "Length (mm)", "Volume, area-length (mL)"], rows,
                   numeric=(1, 2, 3, 4))
@@ -309,7 +309,7 @@ def _atria(analysis: StudyAnalysis, part: PartResult) -> str:
         return text
     k, crop = int(results.get("slice", 0)), _crop_box(label_map.labels, stack.spacing)
     figures = [_figure(_overlay(stack.pixels[k, frame], _labels_at(label_map, frame)[k], label_map.label_names, crop,
-                                stack.spacing), f"4-chamber, {phase} (slice {k}, frame {frame})")
+                                stack.spacing), f"4-chamber, {phase} (slice {_numbered(k)}, frame {_numbered(frame)})")
                for phase, frame in (("LV end-diastole", results.get("ed_frame")), ("LV end-systole", results.get("es_frame")))
                if frame is not None]
     return text + _figures(figures, _legend(label_map.label_names))
@@ -328,7 +328,7 @@ def _lge_extent(analysis: StudyAnalysis, part: PartResult) -> str:
     aha = part.results.get("aha") or {}
     return (_table(None, rows)
             + _bullseye_figure(part, "lge_extent", "%", "Enhanced myocardium per segment (% of the segment)")
-            + _safe(_single_frame_images, analysis, part, "LGE", aha.get("basal_end")))
+            + _safe(_single_frame_images, analysis, part, "LGE", aha.get("basal_end")) + _safe(_slice_table, analysis, part))
 
 
 def _lge_presence(analysis: StudyAnalysis, part: PartResult) -> str:
@@ -347,7 +347,8 @@ def _map(analysis: StudyAnalysis, part: PartResult) -> str:
     return (_table(["LV myocardium, global", "Mean", "Median", "SD", "Pixels"], [row], numeric=(1, 2, 3, 4))
             + _bullseye_figure(part, quantity, unit, f"{quantity.upper()} per segment, mean ({unit})",
                                analysis.stack(part.series).info.field_strength)
-            + _safe(_single_frame_images, analysis, part, f"{quantity.upper()} map", aha.get("basal_end")))
+            + _safe(_single_frame_images, analysis, part, f"{quantity.upper()} map", aha.get("basal_end"))
+            + _safe(_slice_table, analysis, part))
 
 
 def _single_frame_images(analysis: StudyAnalysis, part: PartResult, what: str, basal_end: str | None) -> str:
@@ -359,8 +360,31 @@ def _single_frame_images(analysis: StudyAnalysis, part: PartResult, what: str, b
     myocardium = labels == label_map.label_names.index("lv_myocardium")
     crop = _crop_box(label_map.labels, stack.spacing)
     figures = [_figure(_overlay(stack.pixels[k, 0], labels[k], label_map.label_names, crop, stack.spacing),
-                       f"{what}, {level} (slice {k})") for level, k in _level_slices(myocardium, basal_end)]
+                       f"{what}, {level} (slice {_numbered(k)})") for level, k in _level_slices(myocardium, basal_end)]
     return _figures(figures, _legend(label_map.label_names))
+
+
+def _slice_table(analysis: StudyAnalysis, part: PartResult) -> str:
+    """Every slice of a short-axis part's stack: whether its measurements count it (or leave it out,
+    and why) and what was flagged on it (uncertain segmentation, a failed structure check)."""
+    if "left_out_slices" not in part.results:
+        return ""
+    left_out, findings = part.results["left_out_slices"], part.results.get("slice_findings") or {}
+    stack = analysis.stack(part.series)
+    positions = stack.slice_positions if stack.slice_positions is not None else [None] * stack.n_slices
+    rows = ""
+    for k, position in enumerate(positions):
+        why = left_out.get(str(k))
+        use = "counted" if why is None else f"left out: {why}"
+        rows += (f'<tr class="{"counted" if why is None else "left-out"}"><th>{_numbered(k)}</th>'
+                 f'<td class="num">{_number(position, "mm")}</td><td>{_e(use)}</td>'
+                 f"<td>{_e('; '.join(findings.get(str(k), [])) or '—')}</td></tr>")
+    summary = f"Slices: {stack.n_slices - len(left_out)} counted, {len(left_out)} left out"
+    if left_out:
+        summary += f" ({_numbered(sorted(int(k) for k in left_out))})"
+    return (f'<details class="slices"{" open" if left_out or findings else ""}><summary>{_e(summary)}</summary>'
+            '<table class="slices"><tr><th>Slice</th><th>Position (mm)</th><th>In the measurements</th>'
+            f"<th>Flagged</th></tr>{rows}</table></details>")
 
 
 def _measurement_list(analysis: StudyAnalysis, part: PartResult) -> str:
@@ -386,6 +410,8 @@ PART_RENDERERS = {"function": _function, "myocardial_segments": _myocardial_segm
 
 
 def _series_section(analysis: StudyAnalysis) -> str:
+    """Every stack read: the header's own description beside the class we gave it, what the
+    header's words suggest, and what it was used for (or why not)."""
     rows = []
     for record in analysis.series:
         stack, c = record.stack, record.classification
@@ -397,22 +423,25 @@ def _series_section(analysis: StudyAnalysis) -> str:
             predicted += f"; from {c.image_type_source}"
             header = ", ".join(filter(None, [c.header.image_type, c.header.view])) or "—"
         size = f"{stack.n_slices} × {stack.n_frames}, {stack.orientation}"
-        rows.append([record.key, stack.info.series_description or "—", size, predicted, header,
+        rows.append([record.key, stack.info.series_description or "—", predicted, header, size,
                      _series_use(analysis, record.key)])
-    head = ["Series", "Description", "Slices × frames", "Predicted (model)", "Header suggests", "Use"]
+    head = ["Series", "Series description (header)", "Our class", "Header words suggest", "Slices × frames", "Use"]
     return f'<section id="series"><h2>Series</h2>{_table(head, rows, css="series")}</section>'
 
 
 def _series_use(analysis: StudyAnalysis, key: str) -> str:
-    """What the series was used for, or why it was not."""
+    """What the series was used for, or why it was not (its header's verdict first)."""
     used = [s for s in analysis.selection.values() if s.series == key]
     if used:
         parts = ", ".join(p.title for p in analysis.parts.values() if p.series == key)
         return "; ".join(f"Used as {s.title}" + (f" for {parts}" if parts else "") + f": {s.reason}" for s in used)
     why_not = [f"as {s.title}: {a['why_not']}" for s in analysis.selection.values() for a in s.alternatives if a["series"] == key]
+    record = analysis.record(key)
+    if record.header_rules_out and not any(record.header_rules_out in why for why in why_not):
+        why_not.insert(0, f"by its header: {record.header_rules_out}")
     if why_not:
         return "Not used " + "; ".join(why_not)
-    c = analysis.record(key).classification
+    c = record.classification
     if c is None or c.image_type is None:
         return "Not used: not classified"
     for role in ROLES:
@@ -497,7 +526,8 @@ def _heart_rate(analysis: StudyAnalysis, facts: dict) -> str:
 def _footer() -> str:
     return ("<footer><p>Images are shown as stored: rows top to bottom, columns left to right, cropped around the "
             "segmented structures; they are not flipped or rotated to a viewing convention. Slices and frames are "
-            "counted from 0, as in analysis.json and the quality flags.</p>"
+            "numbered from 1, as in the quality flags, measurements.csv, the file names and the Slicer scene "
+            "(analysis.json keeps positions from 0: its ed_frame 0 is frame 1 here).</p>"
             "<p>No normal ranges are shown: none have been validated for this software. The numbers, label maps and "
             "flags of this report are also in analysis.json, measurements.csv and the label files beside it.</p></footer>")
 
@@ -518,6 +548,7 @@ ul.flags li.flag-warning{background:#fff4d6;border-left-color:#e0a000}
 ul.implausible{list-style:none;padding:0}ul.implausible li{background:#fde7e7;border-left:5px solid #c0392b;padding:.4em .8em;margin:.2em 0}
 .implausible-mark{color:#c0392b;font-weight:bold;cursor:help}
 .not-done{background:#f3f3f3;border-left:5px solid #999;padding:.5em .8em}
+tr.left-out td,tr.left-out th{background:#f1f1f1;color:#777}
 .figures{display:flex;flex-wrap:wrap;gap:.8em}figure{margin:.4em 0;break-inside:avoid}figcaption{font-size:.85em;color:#444}
 .legend .swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #555;margin:0 .3em 0 .9em;vertical-align:middle}
 footer{margin-top:2em;border-top:1px solid #ccc;font-size:.85em;color:#555}
