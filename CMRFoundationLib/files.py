@@ -104,8 +104,8 @@ def output_error_message(folder: str | os.PathLike, error: BaseException) -> str
         check_output_location(folder)
     except OutputLocationError as problem:
         return str(problem)
-    except OSError:
-        return None
+    except OSError:  # the location cannot even be examined: say nothing rather than guess
+        pass
     return None
 
 
