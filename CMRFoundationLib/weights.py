@@ -31,6 +31,7 @@ the available tasks works without them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -39,7 +40,7 @@ import os
 import stat
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from . import __version__
 from .files import atomic_write, read_json, write_json
@@ -482,14 +483,29 @@ def _load_files(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _read_tensor_file(path: Path, sha256: str, expected: dict[str, tuple[tuple[int, ...], bool]],
                       manifest_path: Path) -> dict[str, Any]:
-    """The tensors of one safetensors file, after its size, hash and header are checked."""
+    """The tensors of one safetensors file, read only after its size and header are checked
+    against the architecture and its SHA-256 against the manifest."""
     # At most 8 bytes per element (float64), plus the header: a larger file is not these tensors.
     limit = 8 + MAX_HEADER_BYTES + 8 * sum(math.prod(shape) for shape, _ in expected.values())
     size = path.stat().st_size
     if size > limit:
         raise WeightsError(f"{path}: {size:,} bytes, more than the {limit:,} that the tensors of the architecture "
                            f"in {manifest_path.name} can take; it was not read")
-    data = _read_regular_file(path, limit, "weights file")
+    with _open_regular(path, limit, "weights file") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        for key, (dtype, shape) in _safetensors_header(path, handle, size).items():
+            if key not in expected:
+                raise WeightsError(f"{path}: tensor {key!r} is not part of the model that {manifest_path.name} "
+                                   "describes; the file belongs to another model or task")
+            want, floating = expected[key]
+            if shape != want:
+                raise WeightsError(f"{path}: tensor {key!r} has shape {shape}, the architecture in "
+                                   f"{manifest_path.name} needs {want}; the file belongs to another model or task")
+            if (dtype in _FLOAT_DTYPES) != floating:
+                raise WeightsError(f"{path}: tensor {key!r} is {dtype}, the architecture needs "
+                                   f"{'floating-point' if floating else 'integer'} values")
+        handle.seek(0)
+        data = handle.read(size)  # now known to be the architecture's tensors and one header
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise WeightsError(
@@ -497,17 +513,6 @@ def _read_tensor_file(path: Path, sha256: str, expected: dict[str, tuple[tuple[i
             f"(SHA-256 expected {sha256}, found {actual}); "
             f"the file may be corrupt or replaced, so it was not loaded"
         )
-    for key, (dtype, shape) in _safetensors_header(path, data).items():
-        if key not in expected:
-            raise WeightsError(f"{path}: tensor {key!r} is not part of the model that {manifest_path.name} describes; "
-                               "the file belongs to another model or task")
-        want, floating = expected[key]
-        if shape != want:
-            raise WeightsError(f"{path}: tensor {key!r} has shape {shape}, the architecture in {manifest_path.name} "
-                               f"needs {want}; the file belongs to another model or task")
-        if (dtype in _FLOAT_DTYPES) != floating:
-            raise WeightsError(f"{path}: tensor {key!r} is {dtype}, the architecture needs "
-                               f"{'floating-point' if floating else 'integer'} values")
     from safetensors.torch import load
 
     try:
@@ -516,18 +521,18 @@ def _read_tensor_file(path: Path, sha256: str, expected: dict[str, tuple[tuple[i
         raise WeightsError(f"{path}: safetensors cannot read it ({error})") from None
 
 
-def _safetensors_header(path: Path, data: bytes) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """``{key: (dtype, shape)}`` from a safetensors file's header, parsed here and checked
-    against the file (safetensors' format: an 8-byte little-endian header length, the JSON
-    header, then the tensors' bytes back to back)."""
-    if len(data) < 8:
-        raise WeightsError(f"{path}: {len(data)} bytes, too short to be a safetensors file")
-    length = int.from_bytes(data[:8], "little")
-    if length > min(MAX_HEADER_BYTES, len(data) - 8):
+def _safetensors_header(path: Path, handle: BinaryIO, size: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{key: (dtype, shape)}`` from the header of a safetensors file of ``size`` bytes open
+    at its start, parsed here and checked against the file (safetensors' format: an 8-byte
+    little-endian header length, the JSON header, then the tensors' bytes back to back)."""
+    if size < 8:
+        raise WeightsError(f"{path}: {size} bytes, too short to be a safetensors file")
+    length = int.from_bytes(handle.read(8), "little")
+    if length > min(MAX_HEADER_BYTES, size - 8):
         raise WeightsError(f"{path}: not a safetensors file (it would have a {length:,}-byte header in "
-                           f"{len(data):,} bytes); a pickle or another format renamed .safetensors is refused")
+                           f"{size:,} bytes); a pickle or another format renamed .safetensors is refused")
     try:
-        header = json.loads(data[8:8 + length].decode("utf-8"))
+        header = json.loads(handle.read(length).decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         header = None
     if not isinstance(header, dict):
@@ -535,7 +540,7 @@ def _safetensors_header(path: Path, data: bytes) -> dict[str, tuple[str, tuple[i
     metadata = header.pop("__metadata__", {})
     if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
         raise WeightsError(f"{path}: its safetensors metadata must map names to strings")
-    end_of_data = len(data) - 8 - length
+    end_of_data = size - 8 - length
     tensors, spans = {}, []
     for key, info in header.items():
         if not (isinstance(info, dict) and set(info) == {"dtype", "shape", "data_offsets"}):
@@ -592,8 +597,10 @@ def regular_file_in(folder: Path, relative: str, referrer: Path) -> Path:
     return path
 
 
-def _read_regular_file(path: Path, limit: int, what: str) -> bytes:
-    """The bytes of the regular file ``path``, refusing more than ``limit`` bytes."""
+@contextlib.contextmanager
+def _open_regular(path: Path, limit: int, what: str) -> Iterator[BinaryIO]:
+    """``path`` open for reading if it is a regular file of at most ``limit`` bytes; any
+    OSError on the way becomes a WeightsError naming it."""
     # O_NOFOLLOW and O_NONBLOCK: a file swapped for a link or a FIFO since it was checked is refused, not waited on.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
@@ -603,9 +610,15 @@ def _read_regular_file(path: Path, limit: int, what: str) -> bytes:
                 raise WeightsError(f"{path} is not a regular file; a weights folder may hold regular files only")
             if info.st_size > limit:
                 raise WeightsError(f"{path}: {info.st_size:,} bytes, more than a {what} can be ({limit:,}); not read")
-            return handle.read(limit)  # a file grown since fstat is cut short, and then fails its hash
+            yield handle
     except OSError as error:
         raise WeightsError(f"{path}: cannot read the {what} ({error.strerror or error})") from None
+
+
+def _read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of the regular file ``path``, refusing more than ``limit`` bytes."""
+    with _open_regular(path, limit, what) as handle:
+        return handle.read(limit)  # a file grown since it was checked is cut short, and then fails its hash
 
 
 def _json_of(path: Path, data: bytes, what: str) -> Any:

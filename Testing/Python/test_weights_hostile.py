@@ -349,7 +349,11 @@ def test_an_edited_manifest_loads_once_its_owner_approves_it(base, tmp_path, cap
 def test_approving_a_damaged_folder_changes_nothing(base, tmp_path, capsys):
     folder = tmp_path / "weights"
     shutil.copytree(base, folder)
-    _replace("image_type", _raw_pickle, publish=False)(folder)
+    with open(folder / "image_type.safetensors", "r+b") as handle:  # one flipped bit in the tensor data
+        handle.seek(-3, 2)
+        last = handle.read(1)
+        handle.seek(-3, 2)
+        handle.write(bytes([last[0] ^ 1]))
     index = (folder / INDEX_FILE).read_bytes()
     assert cmrfm(["weights", "approve", str(folder)]) == 1
     err = capsys.readouterr().err
