@@ -6,6 +6,8 @@
     cmrfm predict TASK INPUT OUTPUT [--weights DIR] [--series N] [--device D]
     cmrfm analyze STUDY --out DIR [--weights DIR] [--device D] [--lge-n-sd N] [--series ROLE=N]
                   [--progress-format bar|json]
+    cmrfm weights approve FOLDER       check a weights folder you trust and record it in its index
+    cmrfm weights check [FOLDER]       load every task of a weights folder as inference would
 
 ``--progress-format json`` (for the Slicer module's runner, runner.py) writes one
 JSON object per line on stdout, and the human text on stderr:
@@ -66,6 +68,11 @@ def cmd_make_sample_study(args: argparse.Namespace) -> int:
     except (FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # e.g. a full disk
+        from .files import output_error_message
+
+        print(f"error: {output_error_message(args.out, error) or error}", file=sys.stderr)
+        return 1
     print(
         f"Wrote synthetic study {args.out} (seed {args.seed}, {truth['pathology']}, "
         f"{len(truth['series'])} series) in {time.perf_counter() - start:.0f} s; "
@@ -126,15 +133,17 @@ def _stack_name(stack, index: int, input_path: Path) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """One task on every stack of the input; label maps as volumes, the rest as JSON."""
+    from .files import OutputLocationError, check_output_location, output_error_message, write_json
     from .inference import TaskPredictor, levels_from_segmentation
     from .tasks import SEGMENTATION, get_task
     from .volume_io import read_any, write_volume
     from .weights import WeightsError
 
     try:
+        check_output_location(args.output)  # before the model runs, not after
         task = get_task(args.task)
         predictor = TaskPredictor.load(task, args.weights, args.device, args.batch_size)
-    except (KeyError, ValueError, FileNotFoundError, WeightsError) as error:
+    except (KeyError, ValueError, FileNotFoundError, WeightsError, OutputLocationError) as error:
         print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
         return 2
     input_path, out = Path(args.input), Path(args.output)
@@ -147,27 +156,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"error: {input_path}: no image stack to run {task.name} on"
               + (f" in series {args.series}" if args.series is not None else ""), file=sys.stderr)
         return 1
-    out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
-    for index, stack in enumerate(stacks):
-        name = _stack_name(stack, index, input_path)
-        try:
-            levels = levels_from_segmentation(task, stack, args.weights, args.device)
-            prediction = predictor.predict_stack(stack, levels)
-        except ValueError as error:  # e.g. a single-frame stack for a cine task
-            print(f"warning: {name}: {error}", file=sys.stderr)
-            failed += 1
-            continue
-        summary = prediction.to_dict()
-        if task.kind == SEGMENTATION:
-            label_file = out / f"{name}_{task.name}.nii.gz"
-            write_volume(prediction.labels, stack.ijk_to_lps, label_file)
-            summary["label_file"] = label_file.name
-        results.append(summary)
-        print(f"{name}: {stack.describe()} -> " + (summary.get("label_file") or summary.get("class") or "landmarks"))
-    report = {"task": task.name, "input": str(input_path), "labels": list(task.labels),
-              "weights": predictor.manifest.get("files"), "stacks": results}
-    (out / f"{task.name}.json").write_text(json.dumps(report, indent=1))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for index, stack in enumerate(stacks):
+            name = _stack_name(stack, index, input_path)
+            try:
+                levels = levels_from_segmentation(task, stack, args.weights, args.device)
+                prediction = predictor.predict_stack(stack, levels)
+            except ValueError as error:  # e.g. a single-frame stack for a cine task
+                print(f"warning: {name}: {error}", file=sys.stderr)
+                failed += 1
+                continue
+            summary = prediction.to_dict()
+            if task.kind == SEGMENTATION:
+                label_file = out / f"{name}_{task.name}.nii.gz"
+                write_volume(prediction.labels, stack.ijk_to_lps, label_file)
+                summary["label_file"] = label_file.name
+            results.append(summary)
+            print(f"{name}: {stack.describe()} -> " + (summary.get("label_file") or summary.get("class") or "landmarks"))
+        report = {"task": task.name, "input": str(input_path), "labels": list(task.labels),
+                  "weights": predictor.manifest.get("files"), "stacks": results}
+        write_json(out / f"{task.name}.json", report)
+    except Exception as error:  # a full disk mid-run (ITK reports it as a RuntimeError)
+        message = output_error_message(out, error)
+        if message is None:
+            raise
+        print(f"error: {message}; the results in {out} are incomplete", file=sys.stderr)
+        return 1
     print(f"Wrote {out / (task.name + '.json')}")
     return 0 if results else 1
 
@@ -230,8 +246,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         OutputFolderError,
         analyze_study,
         check_output_folder,
+        estimated_output_bytes,
         write_outputs,
     )
+    from .files import OutputLocationError, check_output_location, output_error_message
+    from .weights import check_folder_approved
 
     events = args.progress_format == "json"
     human = sys.stderr if events else sys.stdout  # with events, stdout holds nothing but event lines
@@ -244,15 +263,25 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         return exit_code
 
     try:
-        check_output_folder(args.out)  # refuse before minutes of work, not after
+        # Refuse before minutes of work, not after: the output folder, its disk, the weights.
+        check_output_folder(args.out)
+        check_output_location(args.out, estimated_output_bytes(args.study))
+        check_folder_approved(args.weights)
         options = AnalysisOptions(weights_dir=args.weights, device=args.device, batch_size=args.batch_size,
                                   lge_n_sd=args.lge_n_sd, series=dict(args.series or []))
         analysis = analyze_study(args.study, options, progress=_with_output_step(progress))
     except NothingToAnalyze as error:
         return fail(str(error), 1)
-    except (OutputFolderError, ValueError) as error:  # ValueError: a bad device or role name
+    except (OutputFolderError, OutputLocationError, ValueError) as error:  # ValueError: weights, a bad device or role
         return fail(str(error), 2)
-    written = write_outputs(analysis, args.out)
+    try:
+        written = write_outputs(analysis, args.out)
+    except Exception as error:  # the disk filled up (or went away) while writing
+        message = output_error_message(args.out, error)
+        if message is None:
+            raise
+        return fail(f"{message}; the analysis in {args.out} is incomplete (its analysis.json says so): "
+                    "run again to complete it", 1)
     progress("done", 1.0, f"wrote {args.out}")
     print("\n".join(analysis.summary_lines()), file=human)
     print(f"Wrote {written['analysis_json']}, {written['measurements_csv'].name}, {len(written['label_maps'])} label map(s), "
@@ -263,6 +292,43 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _emit("done", out=str(Path(args.out).resolve()), analysis_json=str(written["analysis_json"].resolve()),
               report_html=None if report is None else str(report.resolve()))
     return 0
+
+
+def cmd_weights_approve(args: argparse.Namespace) -> int:
+    """Check a weights folder and record its files in a new index (weights a user made or edited)."""
+    from .weights import PIN_ENV_VAR, WeightsError, approve_folder, index_sha256
+
+    try:
+        names = approve_folder(args.folder)
+    except (WeightsError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"Approved {len(names)} file(s) in {args.folder}: {', '.join(names)}")
+    print(f"Index SHA-256 {index_sha256(args.folder)} (set {PIN_ENV_VAR} to it to accept no other weights)")
+    return 0
+
+
+def cmd_weights_check(args: argparse.Namespace) -> int:
+    """Load every task of a weights folder as inference would; one line per task."""
+    from .models.phenotype_classifier import FILE_NAME, PhenotypeClassifier
+    from .weights import WeightsError, available_tasks, index_sha256, load_task_state, read_index, resolve_weights_dir
+
+    try:
+        folder = resolve_weights_dir(args.folder)
+        read_index(folder)
+    except WeightsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    refused = 0
+    for name in available_tasks(folder) + ([FILE_NAME] if (folder / FILE_NAME).exists() else []):
+        try:
+            PhenotypeClassifier.load(folder) if name == FILE_NAME else load_task_state(folder, name)
+            print(f"{name}: ok")
+        except (WeightsError, ValueError) as error:
+            print(f"{name}: refused: {error}")
+            refused += 1
+    print(f"{folder}: index SHA-256 {index_sha256(folder)}; {refused} refused")
+    return 1 if refused else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-format", choices=["bar", "json"], default="bar",
                    help="bar: a progress bar on stderr (default); json: one JSON event per line on stdout, for programs")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("weights", help="check or approve a weights folder")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("approve", help="check a folder of weights you trust and record its files in its index "
+                                           "(weights_index.json), e.g. after training or editing a manifest")
+    q.add_argument("folder", help="the weights folder")
+    q.set_defaults(func=cmd_weights_approve)
+    q = actions.add_parser("check", help="load every task of a weights folder as inference would; one line per task")
+    q.add_argument("folder", nargs="?", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
+    q.set_defaults(func=cmd_weights_check)
     return parser
 
 

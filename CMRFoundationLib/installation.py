@@ -29,7 +29,7 @@ from packaging.requirements import Requirement as PipRequirement
 from packaging.version import InvalidVersion, Version
 
 from .files import atomic_write, read_json
-from .weights import FORMAT, WeightsError, read_manifest, sha256_of
+from .weights import FORMAT, WeightsError, read_manifest, record_in_index, regular_file_in, sha256_of
 
 
 @dataclass(frozen=True)
@@ -149,15 +149,20 @@ def import_weights(source: str | os.PathLike, destination: str | os.PathLike) ->
         with tempfile.TemporaryDirectory() as unpacked:
             with zipfile.ZipFile(source) as archive:
                 archive.extractall(unpacked)  # extractall drops absolute paths and ".." parts
-            return import_weights(_manifest_folder(Path(unpacked), source), destination)
+            try:
+                return import_weights(_manifest_folder(Path(unpacked), source), destination)
+            except WeightsError as error:  # it names the unpacked copy, which is gone by now
+                raise WeightsError(f"{source} (unpacked): {error}") from None
     folder, tasks = (source.parent, [source.stem]) if source.is_file() else (source, _manifest_names(source))
     if not tasks:
         raise WeightsError(f"{source} holds no CMRFoundation weights manifest (<task>.json of format \"{FORMAT}\")")
     manifests = {task: read_manifest(folder, task) for task in tasks}
     files = {entry["path"]: entry["sha256"] for manifest in manifests.values() for entry in manifest["files"]}
     for path, sha256 in files.items():
-        if not (folder / path).is_file():
-            raise WeightsError(f"{folder / path}, listed in a manifest, is missing; nothing was imported")
+        try:
+            regular_file_in(folder, path, folder)  # a regular file, not a link to elsewhere
+        except WeightsError as error:
+            raise WeightsError(f"{error}; nothing was imported") from None
         if sha256_of(folder / path) != sha256:
             raise WeightsError(f"{folder / path} does not match its manifest's SHA-256 (corrupt or replaced); "
                                "nothing was imported")
@@ -170,6 +175,7 @@ def import_weights(source: str | os.PathLike, destination: str | os.PathLike) ->
             _copy_atomically(folder / path, target)
     for task in tasks:
         _copy_atomically(folder / f"{task}.json", destination / f"{task}.json")
+    record_in_index(destination, *(f"{task}.json" for task in tasks))  # checked above: approved as imported
     # A folder's disease classifier on phenotypes (a checked JSON file, not task weights) comes along.
     from .models.phenotype_classifier import FILE_NAME as PHENOTYPE_FILE  # needs numpy: imported on use
     from .models.phenotype_classifier import PhenotypeClassifier
@@ -180,6 +186,7 @@ def import_weights(source: str | os.PathLike, destination: str | os.PathLike) ->
         except ValueError as error:
             raise WeightsError(f"{error}; the task weights were imported, the classifier was not") from None
         _copy_atomically(folder / PHENOTYPE_FILE, destination / PHENOTYPE_FILE)
+        record_in_index(destination, PHENOTYPE_FILE)
     return sorted(tasks)
 
 

@@ -9,7 +9,7 @@ select (which series each part reads), parts (the analysis steps), pipeline
 """
 
 from .options import AnalysisOptions
-from .outputs import OutputFolderError, check_output_folder, is_analysis_folder, write_outputs
+from .outputs import OutputFolderError, check_output_folder, estimated_output_bytes, is_analysis_folder, write_outputs
 from .pipeline import Cancelled, NothingToAnalyze, analyze_study
 from .results import FORMAT, FORMAT_VERSION, StudyAnalysis
 from .select import ROLE_NAMES
@@ -25,6 +25,7 @@ __all__ = [
     "StudyAnalysis",
     "analyze_study",
     "check_output_folder",
+    "estimated_output_bytes",
     "is_analysis_folder",
     "write_outputs",
 ]

@@ -35,7 +35,7 @@ from pydicom.uid import generate_uid
 
 from ..dicom.seg import write_dicom_seg
 from ..dicom.sr import Measurement, write_measurement_sr
-from ..files import write_json
+from ..files import folder_bytes, write_json
 from ..stack import numbered
 from ..volume_io import write_volume
 from .report import REPORT_FILE, write_html_report
@@ -66,6 +66,14 @@ def check_output_folder(out_dir: str | os.PathLike) -> None:
                             "choose a new or empty output folder (nothing was written)")
 
 
+def estimated_output_bytes(study: str | os.PathLike, scene: bool = False) -> int:
+    """A generous size of the outputs of ``study``, for the free-space check before the work: the
+    label maps, SEG, SR and report are a fraction of the study (1.5 MB for a 13 MB sample study);
+    a Slicer scene (the batch's scene.mrb) holds the images once more."""
+    size = folder_bytes(study)
+    return 16_000_000 + (2 * size if scene else size // 2)
+
+
 def is_analysis_folder(out_dir: str | os.PathLike) -> bool:
     try:
         return json.loads((Path(out_dir) / ANALYSIS_FILE).read_text(encoding="utf-8")).get("format") == FORMAT
@@ -85,9 +93,9 @@ def write_outputs(analysis: StudyAnalysis, out_dir: str | os.PathLike) -> dict:
     out = Path(out_dir)
     _remove_previous(out)
     out.mkdir(parents=True, exist_ok=True)
-    # Mark the folder as ours first, so that an interrupted write can be re-run into it.
-    (out / ANALYSIS_FILE).write_text(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False}),
-                                     encoding="utf-8")
+    # Mark the folder as ours first, so that an interrupted write can be re-run into it
+    # (atomically: on a full disk an empty marker would make the folder look like someone else's).
+    write_json(out / ANALYSIS_FILE, {"format": FORMAT, "format_version": FORMAT_VERSION, "complete": False})
 
     written = {"analysis_json": out / ANALYSIS_FILE, "measurements_csv": out / CSV_FILE,
                "label_maps": [], "dicom_seg": [], "dicom_sr": None, "report_html": None}

@@ -22,8 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from ..files import read_json, write_json
+from ..files import write_json
 from ..measurements.phenotypes import PHENOTYPE_FEATURES
+from ..weights import WeightsError, read_approved_json, record_in_index
 
 FORMAT = "cmrfm-phenotype-classifier"
 FORMAT_VERSION = 1
@@ -93,16 +94,26 @@ class PhenotypeClassifier:
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``FOLDER/disease_phenotypes.json`` and record it in the folder's weights index."""
         Path(folder).mkdir(parents=True, exist_ok=True)
-        path = Path(folder) / FILE_NAME
-        return write_json(path, self.to_dict())
+        path = write_json(Path(folder) / FILE_NAME, self.to_dict())
+        record_in_index(folder, FILE_NAME)
+        return path
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> "PhenotypeClassifier":
-        """The classifier in a weights folder; a clear ValueError names the file when it is
+        """The classifier in a weights folder; a clear ValueError (a WeightsError when the file
+        is missing, not approved in the folder's index or modified) names the file when it is
         missing, not one of ours, or inconsistent."""
         path = Path(folder) / FILE_NAME
-        data = read_json(path, "phenotype classifier")
+        if not os.path.lexists(path):
+            raise WeightsError(f"{path} does not exist")
+        return cls.from_dict(read_approved_json(folder, FILE_NAME, "phenotype classifier"), path)
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | os.PathLike = FILE_NAME) -> "PhenotypeClassifier":
+        """The classifier from its JSON (``to_dict``); a ValueError naming ``path`` when it is
+        not one of ours or inconsistent."""
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: not a phenotype classifier (format {FORMAT!r} version {FORMAT_VERSION})")
         try:

@@ -133,7 +133,8 @@ class TokenEncoder(nn.Module):
             raise ValueError(f"dim {c.dim} is not divisible by heads {c.heads}")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + n_patches, c.dim))
-        rates = torch.linspace(0, c.drop_path, c.depth).tolist()
+        # On the CPU even when built on the meta device (weights.py checks shapes that way): .tolist() needs data.
+        rates = torch.linspace(0, c.drop_path, c.depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(Block(c.dim, c.heads, c.mlp_ratio, r) for r in rates)
         self.norm = nn.LayerNorm(c.dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)

@@ -13,7 +13,10 @@ Every subfolder of the studies folder is a study. A study is written into
 ``OUT/.partial-<study>`` and renamed to ``OUT/<study>`` once complete, so an interrupted
 run leaves no half study under its final name; a re-run skips studies that are done,
 removes partial folders and redoes those. A failing study is recorded in the summary (and
-retried by the next run); it never stops the batch. One batch at a time per OUT folder.
+retried by the next run); it never stops the batch. An output location that cannot take
+the results does: OUT not writable, or its disk full (checked before each study, and after
+a failed one), which every next study would fail on too; ``run_batch`` then raises
+OutputLocationError, the studies done are kept. One batch at a time per OUT folder.
 """
 
 from __future__ import annotations
@@ -29,10 +32,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..analysis import AnalysisOptions, analyze_study, write_outputs
+from ..analysis import AnalysisOptions, analyze_study, estimated_output_bytes, write_outputs
 from ..analysis.parts import MEASUREMENTS
-from ..files import atomic_write
+from ..files import OutputLocationError, atomic_write, check_output_location, output_error_message
 from ..stack import numbered
+from ..weights import check_folder_approved
 from . import edits
 from .files import save_markups, save_scene_bundle, save_segmentation
 from .load import load_analysis
@@ -69,6 +73,9 @@ def run_batch(studies_dir: str | os.PathLike, out_dir: str | os.PathLike, option
     """
     studies = sorted(p for p in Path(studies_dir).iterdir() if p.is_dir() and not p.name.startswith("."))
     out = Path(out_dir)
+    check_output_location(out)
+    options = options or AnalysisOptions()
+    check_folder_approved(options.weights_dir)  # WeightsError: a tampered folder is refused, not half used
     out.mkdir(parents=True, exist_ok=True)
     for leftover in out.glob(PARTIAL_PREFIX + "*"):
         shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()  # interrupted: done again below
@@ -81,15 +88,23 @@ def run_batch(studies_dir: str | os.PathLike, out_dir: str | os.PathLike, option
             outcomes.append(StudyOutcome(study.name, "done", False, values, implausible=implausible))
         else:
             progress(f"[{number}/{len(studies)}] {study.name}: analysing")
-            outcomes.append(_run_study(study, final, options or AnalysisOptions(), scene_factory or new_scene))
+            try:
+                outcomes.append(_run_study(study, final, options, scene_factory or new_scene))
+            except OutputLocationError as error:
+                outcomes.append(StudyOutcome(study.name, "failed", True, {}, str(error)))
+                _write_summary(outcomes, out / SUMMARY, stopping=True)
+                raise OutputLocationError(f"{error}; the batch stopped at {study.name} ({number} of {len(studies)}): "
+                                          "the studies done are kept, run it again to continue") from None
             progress(f"[{number}/{len(studies)}] {study.name}: {outcomes[-1].status} {outcomes[-1].error}".rstrip())
         _write_summary(outcomes, out / SUMMARY)
     return outcomes
 
 
 def _run_study(study: Path, final: Path, options: AnalysisOptions, scene_factory) -> StudyOutcome:
+    """The outcome of one study; OutputLocationError when the output location, not the study, failed."""
     partial = final.with_name(PARTIAL_PREFIX + final.name)
     try:
+        check_output_location(final.parent, estimated_output_bytes(study, scene=True))  # before the work
         analysis = analyze_study(study, options)
         write_outputs(analysis, partial)
         scene = scene_factory()
@@ -108,6 +123,10 @@ def _run_study(study: Path, final: Path, options: AnalysisOptions, scene_factory
     except Exception as error:  # one study must never stop the batch; its reason goes into the summary
         log.debug("study %s failed:\n%s", study, traceback.format_exc())
         shutil.rmtree(partial, ignore_errors=True)
+        # A full or unwritable output disk (VTK and ITK only say that a write failed): not the study's fault.
+        location = str(error) if isinstance(error, OutputLocationError) else output_error_message(final.parent, error)
+        if location is not None:
+            raise OutputLocationError(location) from None
         return StudyOutcome(study.name, "failed", True, {}, f"{type(error).__name__}: {error}")
 
 
@@ -149,7 +168,9 @@ def _key_measurements(folder: Path) -> tuple[dict[str, float], dict[str, float]]
     return values, implausible
 
 
-def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:
+def _write_summary(outcomes: list[StudyOutcome], path: Path, stopping: bool = False) -> None:
+    """Write summary.csv; a failure is the output location's (OutputLocationError), and is
+    passed over when the batch is stopping for that reason already."""
     def write(temp: Path) -> None:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
@@ -159,4 +180,8 @@ def _write_summary(outcomes: list[StudyOutcome], path: Path) -> None:
                 implausible = "; ".join(f"{name}={value:.6g}" for name, value in o.implausible.items())
                 writer.writerow([o.study, o.status, "yes" if o.analysed_now else "no", *values, implausible, o.error])
 
-    atomic_write(path, write)
+    try:
+        atomic_write(path, write)
+    except OSError as error:
+        if not stopping:
+            raise OutputLocationError(output_error_message(path.parent, error) or f"{path}: {error}") from None

@@ -22,7 +22,9 @@ except ImportError:  # run from a source checkout: the library is two folders up
 import slicer
 
 from CMRFoundationLib.analysis import AnalysisOptions
+from CMRFoundationLib.files import OutputLocationError
 from CMRFoundationLib.scene.batch import run_batch
+from CMRFoundationLib.weights import WeightsError
 
 
 def main(argv: list[str]) -> int:
@@ -36,7 +38,11 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.WARNING)
     options = AnalysisOptions(weights_dir=args.weights, device=args.device, lge_n_sd=args.lge_n_sd)
     in_slicer = hasattr(slicer, "mrmlScene")  # the application's scene; slicer-core alone has none
-    outcomes = run_batch(args.studies, args.out, options, scene_factory=(lambda: slicer.mrmlScene) if in_slicer else None)
+    try:
+        outcomes = run_batch(args.studies, args.out, options, scene_factory=(lambda: slicer.mrmlScene) if in_slicer else None)
+    except (OutputLocationError, WeightsError) as error:  # a full disk, refused weights: one line, no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     failed = [o.study for o in outcomes if o.status != "done"]
     print(f"{len(outcomes) - len(failed)} of {len(outcomes)} studies done; summary: {args.out / 'summary.csv'}")
     return 1 if failed else 0

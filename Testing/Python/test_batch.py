@@ -41,7 +41,7 @@ def batch(sample_study, tmp_path_factory):
     (studies / "c_broken" / "image.dcm").write_bytes(b"not a DICOM file")
     out = tmp_path_factory.mktemp("batch") / "out"
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # this checkout's library, not an installed one
     process = subprocess.Popen([sys.executable, str(SCRIPT), str(studies), str(out), "--device", "cpu"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 300

@@ -5,7 +5,15 @@ import pytest
 
 from CMRFoundationLib.inference import TaskPredictor
 from CMRFoundationLib.tasks import TASKS
-from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR, available_tasks, load_task_state, read_manifest
+from CMRFoundationLib.weights import (
+    DEFAULT_WEIGHTS_DIR,
+    INDEX_FILE,
+    available_tasks,
+    check_folder_approved,
+    load_task_state,
+    read_index,
+    read_manifest,
+)
 
 
 def test_every_task_has_verified_weights_with_a_manifest():
@@ -33,6 +41,13 @@ def test_carried_four_chamber_model_segments_the_sample_study(sample_study, samp
     lv_predicted = predicted == read_manifest(DEFAULT_WEIGHTS_DIR, "seg_4ch_cine")["labels"].index("lv_blood_pool")
     dice = 2 * (lv_truth & lv_predicted).sum() / (lv_truth.sum() + lv_predicted.sum())
     assert dice > 0.5, dice
+
+
+def test_every_carried_file_is_approved_in_the_folder_index():
+    """A new or retrained set copied into Resources/Weights fails here until it is approved:
+    `cmrfm weights approve Resources/Weights` re-creates the index."""
+    assert set(read_index(DEFAULT_WEIGHTS_DIR)) == {p.name for p in DEFAULT_WEIGHTS_DIR.glob("*.json")} - {INDEX_FILE}
+    assert check_folder_approved(DEFAULT_WEIGHTS_DIR) == DEFAULT_WEIGHTS_DIR
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

@@ -13,7 +13,7 @@ from CMRFoundationLib.models import build_model
 from CMRFoundationLib.models.vit import ViTEncoder, vit_config
 from CMRFoundationLib.preprocess import PreprocessConfig
 from CMRFoundationLib.tasks import get_task
-from CMRFoundationLib.weights import read_manifest, save_encoder_weights
+from CMRFoundationLib.weights import check_folder_approved, read_manifest, save_encoder_weights
 from cmrtrain.augment import AugmentConfig, random_rigid
 from cmrtrain.data.synthetic import synthetic_samples
 from cmrtrain.evaluation import evaluate, markdown_table
@@ -83,6 +83,9 @@ def test_finetune_run_leaves_weights_that_predict(mode, sample_study, sample_sta
     )
     summary = finetune(config, log=lambda message: None)
     assert summary["steps"] == 2 and (tmp_path / "run" / "summary.json").exists()
+    # Both weights folders the run writes are approved in their index as written: they load as they are.
+    for folder in (tmp_path / "weights", tmp_path / "run" / "weights"):
+        assert check_folder_approved(folder) == folder
     manifest = read_manifest(tmp_path / "weights", "seg_sax_cine")
     assert manifest["training"]["mode"] == mode and manifest["preprocessing"]["size"] == SMALL.size
     assert manifest["architecture"]["lora"] is None  # adapters are merged before saving

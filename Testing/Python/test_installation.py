@@ -27,7 +27,14 @@ from CMRFoundationLib.installation import (
     pip_arguments,
     restart_needed,
 )
-from CMRFoundationLib.weights import DEFAULT_WEIGHTS_DIR, WeightsError, available_tasks, read_manifest, sha256_of
+from CMRFoundationLib.weights import (
+    DEFAULT_WEIGHTS_DIR,
+    WeightsError,
+    available_tasks,
+    read_manifest,
+    record_in_index,
+    sha256_of,
+)
 
 CARRIED_TASKS = available_tasks(DEFAULT_WEIGHTS_DIR)
 
@@ -154,7 +161,7 @@ def test_one_manifest_imports_its_task_beside_the_others(tmp_path):
 def test_a_zip_of_a_weights_folder_is_imported(tmp_path):
     archive = tmp_path / "weights.zip"
     with zipfile.ZipFile(archive, "w") as handle:
-        for name in ("seg_lge.json", "seg_lge.safetensors"):
+        for name in ("seg_lge.json", "seg_lge.safetensors", "weights_index.json"):
             handle.write(DEFAULT_WEIGHTS_DIR / name, f"cmrfm-weights/{name}")
     assert import_weights(archive, tmp_path / "Weights") == ["seg_lge"]
 
@@ -186,6 +193,7 @@ def test_a_file_other_tasks_use_is_never_replaced_by_a_different_one(tmp_path):
     manifest = json.loads((DEFAULT_WEIGHTS_DIR / "disease.json").read_text())
     manifest["files"][0].update(path="seg_lge.safetensors", sha256=sha256_of(other / "seg_lge.safetensors"))
     (other / "disease.json").write_text(json.dumps(manifest))
+    record_in_index(other, "disease.json")  # approved, so that the import gets as far as the conflict
     with pytest.raises(WeightsError, match="task 'seg_lge'"):
         import_weights(other, destination)
     assert available_tasks(destination) == ["seg_lge"]

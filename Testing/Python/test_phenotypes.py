@@ -14,7 +14,7 @@ import pytest
 
 from CMRFoundationLib.measurements.phenotypes import PHENOTYPE_FEATURES, cardiac_phenotypes, sector_thickness
 from CMRFoundationLib.models.phenotype_classifier import FILE_NAME, PhenotypeClassifier
-from CMRFoundationLib.weights import resolve_weights_dir
+from CMRFoundationLib.weights import record_in_index, resolve_weights_dir
 
 LV, MYO, RV = 1, 2, 3
 
@@ -110,10 +110,12 @@ def test_a_bad_classifier_file_is_named_with_the_reason(tmp_path, change, messag
     data = model.to_dict()
     change(data)
     (tmp_path / FILE_NAME).write_text(json.dumps(data))
+    record_in_index(tmp_path, FILE_NAME)  # approved as it is: the classifier's own checks refuse it
     with pytest.raises(ValueError, match=message) as error:
         PhenotypeClassifier.load(tmp_path)
     assert FILE_NAME in str(error.value)
     (tmp_path / FILE_NAME).write_text("{not json")
+    record_in_index(tmp_path, FILE_NAME)
     with pytest.raises(ValueError, match="not valid JSON"):
         PhenotypeClassifier.load(tmp_path)
 

@@ -10,13 +10,16 @@ from safetensors import safe_open
 from torch import nn
 
 from CMRFoundationLib import weights
+from CMRFoundationLib.models import architecture_of, build_model
 from CMRFoundationLib.preprocess import PreprocessConfig
+from CMRFoundationLib.tasks import TASKS
 from CMRFoundationLib.weights import (
     WeightsError,
     available_tasks,
     load_task_state,
     read_manifest,
     record_evaluation,
+    record_in_index,
     resolve_weights_dir,
     save_encoder_weights,
     save_task_weights,
@@ -39,19 +42,20 @@ def no_pickle(monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
 
 
-def _model(seed: int = 0) -> nn.Module:
+def _model(seed: int = 0, task: str = TASK) -> nn.Module:
+    """A small real task model (the architecture a manifest describes is checked on loading)."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4))
+    return build_model(task, "hybrid_nano")
 
 
-def _save(folder, state, task=TASK, **kwargs):
+def _save(folder, model, task=TASK, state=None, **kwargs):
     return save_task_weights(
         folder,
         task,
-        state,
-        architecture=kwargs.pop("architecture", {"encoder": "vit_nano", "head": "linear"}),
+        model.state_dict() if state is None else state,
+        architecture=kwargs.pop("architecture", architecture_of(model)),
         preprocessing=PreprocessConfig(),
-        labels=LABELS,
+        labels=list(TASKS[task].labels) if task in TASKS else LABELS,
         training=kwargs.pop("training", {"data": "synthetic", "epochs": 1}),
         evaluation={"dice": 0.5},
         **kwargs,
@@ -59,20 +63,20 @@ def _save(folder, state, task=TASK, **kwargs):
 
 
 def test_round_trip(tmp_path, no_pickle):
-    state = _model().state_dict()
-    manifest_path = _save(tmp_path, state)
+    model = _model()
+    state = model.state_dict()
+    manifest_path = _save(tmp_path, model)
     assert manifest_path == tmp_path / f"{TASK}.json"
 
     loaded, manifest = load_task_state(tmp_path, TASK)
     assert loaded.keys() == state.keys()
     for key, value in state.items():
         assert torch.equal(loaded[key], value), key
-    assert loaded["1.num_batches_tracked"].dtype == torch.int64  # integers stay integers
 
     assert manifest["format"] == "cmrfm-weights" and manifest["format_version"] == 1
     assert manifest["task"] == TASK and manifest["labels"] == LABELS
     assert manifest["task_spec"]["kind"] == "segmentation" and manifest["task_spec"]["labels"] == LABELS
-    assert manifest["architecture"]["encoder"] == "vit_nano"
+    assert manifest["architecture"] == architecture_of(model)
     assert PreprocessConfig.from_dict(manifest["preprocessing"]) == PreprocessConfig()
     assert manifest["training"]["epochs"] == 1 and manifest["evaluation"]["dice"] == 0.5
     [entry] = manifest["files"]
@@ -80,21 +84,23 @@ def test_round_trip(tmp_path, no_pickle):
     assert entry["sha256"] == sha256_of(tmp_path / entry["path"])
     assert entry["bytes"] == (tmp_path / entry["path"]).stat().st_size
     assert read_manifest(tmp_path, TASK) == manifest
-    # Only the manifest and the weights: no temporary files left behind.
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TASK}.json", f"{TASK}.safetensors"]
+    # Only the manifest, the weights and the folder's index: no temporary files left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{TASK}.json", f"{TASK}.safetensors", "weights_index.json"]
+    assert json.loads((tmp_path / "weights_index.json").read_text())["files"] == {f"{TASK}.json": sha256_of(manifest_path)}
 
 
 def test_files_are_safetensors(tmp_path):
-    _save(tmp_path, _model().state_dict())
+    _save(tmp_path, _model())
     with safe_open(str(tmp_path / f"{TASK}.safetensors"), framework="pt") as handle:
-        assert "0.weight" in handle.keys()
+        assert "head.out.weight" in handle.keys()
         assert handle.metadata()["task"] == TASK
 
 
 def test_float16_storage_loads_as_float32(tmp_path):
-    state = _model().state_dict()
-    _save(tmp_path, state, dtype=torch.float16)
-    full_size = _save(tmp_path / "full", state)
+    model = _model()
+    state = model.state_dict()
+    _save(tmp_path, model, dtype=torch.float16)
+    full_size = _save(tmp_path / "full", model)
     half_bytes = (tmp_path / f"{TASK}.safetensors").stat().st_size
     assert half_bytes < (full_size.parent / f"{TASK}.safetensors").stat().st_size
     loaded, _ = load_task_state(tmp_path, TASK)
@@ -107,17 +113,19 @@ def test_float16_storage_loads_as_float32(tmp_path):
 
 
 def test_tied_tensors_are_saved(tmp_path):
+    from safetensors.torch import load_file
+
     model = _model()
     state = dict(model.state_dict())
-    state["tied"] = state["0.weight"]  # the same tensor under two names
-    state["view"] = state["0.weight"][:, :4]  # a non-contiguous view of it
-    _save(tmp_path, state)
-    loaded, _ = load_task_state(tmp_path, TASK)
-    assert torch.equal(loaded["tied"], state["0.weight"]) and torch.equal(loaded["view"], state["view"])
+    state["tied"] = state["head.out.weight"]  # the same tensor under two names
+    state["view"] = state["head.out.weight"][:, :4]  # a non-contiguous view of it
+    _save(tmp_path, model, state=state)
+    saved = load_file(str(tmp_path / f"{TASK}.safetensors"))
+    assert torch.equal(saved["tied"], state["head.out.weight"]) and torch.equal(saved["view"], state["view"])
 
 
 def test_changed_file_is_refused(tmp_path, no_pickle):
-    _save(tmp_path, _model().state_dict())
+    _save(tmp_path, _model())
     path = tmp_path / f"{TASK}.safetensors"
     data = bytearray(path.read_bytes())
     data[-3] ^= 0x01  # one flipped bit in the tensor data
@@ -129,15 +137,15 @@ def test_changed_file_is_refused(tmp_path, no_pickle):
 
 
 def test_missing_weights_file(tmp_path):
-    _save(tmp_path, _model().state_dict())
+    _save(tmp_path, _model())
     (tmp_path / f"{TASK}.safetensors").unlink()
-    with pytest.raises(WeightsError, match=rf"{TASK}\.safetensors.*missing"):
+    with pytest.raises(WeightsError, match=rf"{TASK}\.safetensors does not exist"):
         load_task_state(tmp_path, TASK)
 
 
 def test_missing_manifest_lists_available_tasks(tmp_path):
-    _save(tmp_path, _model().state_dict())
-    _save(tmp_path, _model().state_dict(), task="seg_lge")
+    _save(tmp_path, _model())
+    _save(tmp_path, _model(task="seg_lge"), task="seg_lge")
     (tmp_path / "notes.json").write_text("{}")  # not a manifest
     assert available_tasks(tmp_path) == ["seg_lge", TASK]
     with pytest.raises(WeightsError, match="seg_lge, seg_sax_cine") as error:
@@ -162,45 +170,53 @@ def test_missing_manifest_lists_available_tasks(tmp_path):
 )
 def test_broken_manifest(tmp_path, content, message):
     (tmp_path / f"{TASK}.json").write_text(content)
+    record_in_index(tmp_path, f"{TASK}.json")  # approved as it is: the manifest's own checks refuse it
     with pytest.raises(WeightsError, match=message):
         read_manifest(tmp_path, TASK)
 
 
 def test_shared_encoder_and_task_file_stack(tmp_path, no_pickle):
-    encoder = {"encoder.w": torch.ones(3, 3), "encoder.b": torch.zeros(3), "head.w": torch.zeros(2, 3)}
+    model = _model()
+    state = model.state_dict()
+    encoder = {k: v for k, v in state.items() if k.startswith("encoder.")}
     relative, digest = save_encoder_weights(tmp_path, encoder)
     assert relative == "encoder.safetensors" and digest == sha256_of(tmp_path / relative)
-    head = {"head.w": torch.full((2, 3), 5.0), "head.b": torch.ones(2), "encoder.b": torch.full((3,), 2.0)}
-    _save(tmp_path, head, shared_files=[relative])
-    _save(tmp_path, {"head.w": torch.zeros(5, 3)}, task="seg_lge", shared_files=[relative])
+    head = {k: v for k, v in state.items() if k.startswith("head.")}
+    head["encoder.norm.bias"] = torch.full_like(state["encoder.norm.bias"], 2.0)
+    _save(tmp_path, model, state=head, shared_files=[relative])
 
-    state, manifest = load_task_state(tmp_path, TASK)
+    loaded, manifest = load_task_state(tmp_path, TASK)
     assert [(f["path"], f["role"]) for f in manifest["files"]] == [
         ("encoder.safetensors", "encoder"),
         (f"{TASK}.safetensors", "task"),
     ]
-    assert torch.equal(state["encoder.w"], torch.ones(3, 3))
-    assert torch.equal(state["encoder.b"], torch.full((3,), 2.0))  # later file overrides
-    assert torch.equal(state["head.w"], torch.full((2, 3), 5.0))
+    assert torch.equal(loaded["encoder.norm.bias"], head["encoder.norm.bias"])  # later file overrides
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if k != "encoder.norm.bias")
 
-    with pytest.raises(WeightsError, match=r"'head.w' has shape \(2, 3\) in encoder.safetensors but \(5, 3\)"):
+    # A task whose encoder is another size cannot use this encoder file.
+    torch.manual_seed(1)
+    other = build_model("seg_lge", {**architecture_of(model)["encoder"]["config"], "dim": 96})
+    _save(tmp_path, other, task="seg_lge", state={k: v for k, v in other.state_dict().items() if k.startswith("head.")},
+          shared_files=[relative])
+    with pytest.raises(WeightsError, match=r"encoder.safetensors: tensor 'encoder\.[\w.]+' has shape \(.*48,?\), "
+                                           r"the architecture in seg_lge.json needs \(.*96,?\)"):
         load_task_state(tmp_path, "seg_lge")
 
     # Replacing the shared encoder invalidates every task that uses it.
-    save_encoder_weights(tmp_path, {"encoder.w": torch.zeros(3, 3)})
-    with pytest.raises(WeightsError, match="encoder.safetensors"):
+    save_encoder_weights(tmp_path, {k: torch.zeros_like(v) for k, v in encoder.items()})
+    with pytest.raises(WeightsError, match="encoder.safetensors does not match"):
         load_task_state(tmp_path, TASK)
 
 
 def test_bad_save_arguments(tmp_path):
     with pytest.raises(KeyError, match="unknown task"):
-        _save(tmp_path, _model().state_dict(), task="no_such_task")
+        _save(tmp_path, _model(), task="no_such_task")
     with pytest.raises(WeightsError, match="does not exist"):
-        _save(tmp_path, _model().state_dict(), shared_files=["encoder.safetensors"])
+        _save(tmp_path, _model(), shared_files=["encoder.safetensors"])
     with pytest.raises(ValueError, match="not a tensor"):
-        _save(tmp_path, {"w": [1, 2, 3]})
+        _save(tmp_path, _model(), state={"w": [1, 2, 3]})
     with pytest.raises(ValueError, match="JSON"):
-        _save(tmp_path, _model().state_dict(), architecture={"layer": object()})
+        _save(tmp_path, _model(), architecture={"layer": object()})
     with pytest.raises(ValueError, match="plain file name"):
         save_encoder_weights(tmp_path, {"w": torch.ones(1)}, name="../x")
 
@@ -212,10 +228,10 @@ def test_weights_folder_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("CMRFM_WEIGHTS", str(from_env))
     assert resolve_weights_dir(explicit) == explicit
     assert resolve_weights_dir() == from_env
-    _save(from_env, _model().state_dict())
+    _save(from_env, _model())
     assert available_tasks() == [TASK]
     state, _ = load_task_state(None, TASK)
-    assert "0.weight" in state
+    assert "head.out.weight" in state
 
     monkeypatch.delenv("CMRFM_WEIGHTS")
     default = tmp_path / "default"
@@ -237,14 +253,14 @@ def test_default_folder_is_the_project_resources():
 
 
 def test_manifest_is_plain_json(tmp_path):
-    path = _save(tmp_path, _model().state_dict())
+    path = _save(tmp_path, _model())
     manifest = json.loads(path.read_text())
     assert manifest["library_version"]
     assert manifest["created"].endswith("+00:00")
 
 
 def test_record_evaluation(tmp_path, no_pickle):
-    _save(tmp_path, _model().state_dict(), training={"epochs": np.int64(3)})
+    _save(tmp_path, _model(), training={"epochs": np.int64(3)})
     before = sha256_of(tmp_path / f"{TASK}.safetensors")
     results = {"acdc": {"dice": np.float32(0.91), "per_case": np.array([0.9, 0.92]), "hd": float("nan")}}
     path = record_evaluation(tmp_path, TASK, results, split="test")
