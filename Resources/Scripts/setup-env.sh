@@ -17,7 +17,7 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # Editable, so the library (CMRFoundationLib) and the training package (Training/cmrtrain) are
 # imported from this checkout. The train extra brings MONAI (training only); the test extra
-# brings pytest, ruff, MONAI (the training code is tested) and slicer-core (Slicer's MRML
+# brings pytest, ruff, MONAI (the training code is tested), slicer-core (Slicer's MRML
 # without the application), which the scene layer (CMRFoundationLib.scene) and the batch
-# script need outside Slicer.
+# script need outside Slicer, and the cohort extra (Dask, pyarrow, tqdm: `cmrfm batch`).
 "${pip[@]}" -e ".[test,train]"
