@@ -277,6 +277,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
     except (StudyListError, CohortError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished studies are kept in {args.out}; run the same command to go on", file=sys.stderr)
+        return 130
     return 1 if result.failed or result.pending else 0
 
 

@@ -102,9 +102,10 @@ def run_cohort(studies: list[Study], out: str | os.PathLike, options: AnalysisOp
                     else:
                         bar.set_postfix_str(f"done {cohort.done}, failed {cohort.failed_count}", refresh=False)
                         bar.update(1)
-            finally:
+            finally:  # also when interrupted: the table shows what finished
                 bar.close()
                 cohort.log = lambda message: print(message, file=sys.stderr, flush=True)
+                cohort.table.write()
         return cohort.finish()
 
 
