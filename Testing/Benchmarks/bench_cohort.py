@@ -119,10 +119,39 @@ def run_serial(studies: str, out: str) -> None:
         raise SystemExit(1)
 
 
-def report(args, n: int, runs: dict[str, list[dict]], load: list[float]) -> str:
-    import torch
+def code_version() -> str:
+    """This checkout's commit (cmrtrain.provenance names the checkout cmrtrain is installed from)."""
+    def git(*command: str) -> str:
+        return subprocess.run(["git", *command], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    from cmrtrain.provenance import code_version
+    changed = git("status", "--porcelain", "--", "CMRFoundationLib")
+    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (" with uncommitted library changes" if changed else "")
+
+
+def others_busy() -> list[str]:
+    """The other processes using the CPU now (name and %), to record what the runs competed with."""
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().children(recursive=True))}
+    procs = [p for p in psutil.process_iter(["pid", "cmdline"]) if p.pid not in mine]
+    for p in procs:
+        try:
+            p.cpu_percent(None)
+        except psutil.Error:
+            pass
+    time.sleep(1.0)
+    busy = []
+    for p in procs:
+        try:
+            percent = p.cpu_percent(None)
+        except psutil.Error:
+            continue
+        if percent >= 20:
+            command = " ".join(p.info["cmdline"] or [])[:90]
+            busy.append(f"{percent:.0f}% {command}")
+    return busy
+
+
+def report(args, n: int, runs: dict[str, list[dict]], load: list[float], busy: list[list[str]]) -> str:
+    import torch
 
     names = list(runs)
     mean = {name: statistics.mean(r["wall_s"] for r in runs[name]) for name in names}
@@ -137,10 +166,12 @@ def report(args, n: int, runs: dict[str, list[dict]], load: list[float]) -> str:
         f"{platform.system()} {platform.release()}, Python {platform.python_version()}, torch {torch.__version__}, "
         f"device cpu; code {code_version()}",
         f"- Studies: {n} synthetic studies (seeds 1..{n}, {args.frames} cine frames, 13 stacks each), DICOM.",
-        f"- **Load caveat**: a model training ran in the background on the same 2 cores during the whole benchmark "
-        f"(1-minute load average {min(load):.1f} to {max(load):.1f} at the starts of the runs, where 2.0 would be two "
-        "busy cores). Every configuration competed with it alike (same run, alternating order), so the ratios are "
-        "the result to read; the absolute rates are lower than on an idle machine.",
+        f"- **Load caveat**: the machine was shared while the benchmark ran: a model training in the background, "
+        f"and at times other test runs (1-minute load average {min(load):.1f} to {max(load):.1f} at the starts of the "
+        "runs, where 2.0 would be both cores busy; other processes taking 20% of a core or more, sampled at the start "
+        "of each run, are listed below). The configurations ran in turn and in alternating order to share the load "
+        "alike, but it was not constant: read the ratios as indicative and the absolute rates as lower than on an "
+        "idle machine.",
         f"- Each configuration ran {len(runs[names[0]])} time(s) (order reversed each pass); wall time is from the "
         "process start to its exit, the mean of the passes.",
         "",
@@ -165,6 +196,10 @@ def report(args, n: int, runs: dict[str, list[dict]], load: list[float]) -> str:
         "allows 2 GB each). With a training taking its share of the 2 cores, a second worker has less idle CPU to "
         "use than on an idle machine.",
         "",
+        "Other processes busy at the start of each run (CPU % of one core, command):",
+        "",
+        *[f"- run {i + 1}: " + ("; ".join(b) if b else "none") for i, b in enumerate(busy)],
+        "",
     ]
     return "\n".join(lines)
 
@@ -184,19 +219,20 @@ def main(argv=None) -> int:
     args.argv = sys.argv[1:] if argv is None else argv
     studies = ensure_studies(Path(args.cache), args.studies, args.frames)
     runs: dict[str, list[dict]] = {}
-    load = []
+    load, busy = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for p in range(args.passes):
             names = list(commands(studies, Path(tmp)))
             for name in names if p % 2 == 0 else names[::-1]:
                 out = Path(tmp) / f"pass{p}-{name.replace(' ', '_').replace(',', '')}"
                 load.append(os.getloadavg()[0])
+                busy.append(others_busy())
                 result = timed(commands(studies, out)[name])
                 runs.setdefault(name, []).append(result)
                 print(f"pass {p + 1}: {name}: {result['wall_s']:.1f} s, main {result['main_mib']:.0f} MiB, workers "
                       f"{[round(w) for w in result['worker_mib']]} MiB", flush=True)
     runs = {name: runs[name] for name in commands(studies, Path("."))}
-    text = report(args, args.studies, runs, load)
+    text = report(args, args.studies, runs, load, busy)
     Path(args.out).write_text(text)
     print(text)
     return 0
