@@ -252,6 +252,7 @@ def test_one_run_per_output_folder(tmp_path):
 # --- cmrfm batch on a LocalCluster ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # two runs of the command, each starting a LocalCluster whose worker loads torch and models
 def test_cmrfm_batch_runs_a_manifest_on_dask_and_a_rerun_retries_only_what_failed(manifest, tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "CMRFoundationLib.cli", "batch", str(manifest), str(out), "--device", "cpu",
