@@ -8,6 +8,7 @@
                   [--progress-format bar|json]
     cmrfm weights approve FOLDER       check a weights folder you trust and record it in its index
     cmrfm weights check [FOLDER]       load every task of a weights folder as inference would
+    cmrfm batch STUDIES OUT [--scheduler ADDRESS] [--workers N] [--retries N] [--timeout S] ...
 
 ``--progress-format json`` (for the Slicer module's runner, runner.py) writes one
 JSON object per line on stdout, and the human text on stderr:
@@ -331,6 +332,32 @@ def cmd_weights_check(args: argparse.Namespace) -> int:
     return 1 if refused else 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """A cohort on Dask (CMRFoundationLib.cohort): every study's outputs, and OUT/cohort.csv and .parquet."""
+    from .analysis import AnalysisOptions
+    from .cohort import CohortError, StudyListError, find_studies, run_cohort
+    from .files import OutputLocationError
+
+    try:
+        studies = find_studies(args.studies)
+        options = AnalysisOptions(weights_dir=args.weights, device=args.device, batch_size=args.batch_size,
+                                  lge_n_sd=args.lge_n_sd)
+        result = run_cohort(studies, args.out, options, scheduler=args.scheduler, workers=args.workers,
+                            threads_per_worker=args.threads_per_worker, memory_limit=args.memory_limit,
+                            retries=args.retries, timeout_s=args.timeout, dashboard_address=args.dashboard_address,
+                            table_interval_s=args.table_interval, progress=not args.no_progress)
+    except (StudyListError, CohortError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OutputLocationError as error:  # a full disk: one line, the studies done are kept
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted: the finished studies are kept in {args.out}; run the same command to go on", file=sys.stderr)
+        return 130
+    return 1 if result.failed or result.pending else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmrfm", description="CMRFoundation: cardiac MR foundation model tools")
     parser.add_argument("--version", action="version", version=f"cmrfm {__version__}")
@@ -388,6 +415,29 @@ def build_parser() -> argparse.ArgumentParser:
     q = actions.add_parser("check", help="load every task of a weights folder as inference would; one line per task")
     q.add_argument("folder", nargs="?", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights)")
     q.set_defaults(func=cmd_weights_check)
+    p = sub.add_parser("batch", help="analyse a cohort on Dask: resumable, every study's outputs and one cohort table")
+    p.add_argument("studies", help="a folder of study folders, a CSV manifest (column 'path'; optional 'study_id', "
+                                   "'subject_id' and covariates) or a Slicer DICOM database folder (ctkDICOM.sql)")
+    p.add_argument("out", help="output folder: OUT/<study>/ as `cmrfm analyze` writes it, OUT/cohort.csv and .parquet")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 "
+                   "(default: an embedded LocalCluster on this machine)")
+    p.add_argument("--workers", type=int, help="embedded cluster: worker processes (default: one per core, "
+                   "as far as memory allows 2 GB each)")
+    p.add_argument("--threads-per-worker", type=int, help="embedded cluster: studies at a time per worker (default 1)")
+    p.add_argument("--memory-limit", help="embedded cluster: per worker, e.g. 4GB (default: the memory shared out)")
+    p.add_argument("--retries", type=int, default=2, help="tries again a study that failed or timed out (default 2)")
+    p.add_argument("--timeout", type=float, help="seconds one try of a study may take (default: no limit)")
+    p.add_argument("--weights", help="weights folder (default: $CMRFM_WEIGHTS, else the project's Resources/Weights); "
+                   "on a cluster, a path every worker can read")
+    p.add_argument("--device", default="auto", help="auto (each worker its GPU if it has one), cpu, cuda or cuda:N")
+    p.add_argument("--lge-n-sd", type=float, default=5.0, help="LGE threshold: remote myocardium mean + N x SD (default 5)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--dashboard-address", default=":8787", help="embedded cluster: the Dask dashboard's address "
+                   "(default :8787, another port if taken)")
+    p.add_argument("--table-interval", type=float, default=10.0, help="seconds between updates of the cohort table "
+                   "(default 10; it is always written at the end)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_batch)
     return parser
 
 

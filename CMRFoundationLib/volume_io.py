@@ -12,6 +12,7 @@ import gzip
 import itertools
 import os
 import struct
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -275,8 +276,11 @@ def write_volume(
         raise ValueError(f"{path}: cannot write volume ({_itk_message(exc)})") from exc
 
 
-def read_any(path: str | os.PathLike) -> tuple[list[ImageStack], list[Problem]]:
-    """Whatever ``path`` is: a DICOM study folder, a volume file, or one DICOM file (its series)."""
+def read_any(path: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[ImageStack], list[Problem]]:
+    """Whatever ``path`` is: a DICOM study folder, a volume file, one DICOM file (its series),
+    or a list of one study's DICOM files (as a DICOM database lists them)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return read_study([os.path.abspath(p) for p in path])
     path = os.path.abspath(path)
     if os.path.isdir(path) or is_file_list(path):  # a folder, or a file list (e.g. a DICOM database's files)
         return read_study(path)

@@ -66,11 +66,11 @@ def check_output_folder(out_dir: str | os.PathLike) -> None:
                             "choose a new or empty output folder (nothing was written)")
 
 
-def estimated_output_bytes(study: str | os.PathLike, scene: bool = False) -> int:
+def estimated_output_bytes(study: str | os.PathLike | list, scene: bool = False) -> int:
     """A generous size of the outputs of ``study``, for the free-space check before the work: the
     label maps, SEG, SR and report are a fraction of the study (1.5 MB for a 13 MB sample study);
     a Slicer scene (the batch's scene.mrb) holds the images once more."""
-    size = folder_bytes(study)
+    size = sum(map(folder_bytes, study)) if isinstance(study, (list, tuple)) else folder_bytes(study)
     return 16_000_000 + (2 * size if scene else size // 2)
 
 

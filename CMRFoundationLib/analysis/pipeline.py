@@ -48,12 +48,16 @@ class NothingToAnalyze(ValueError):
 
 
 def analyze_study(
-    study: str | os.PathLike | Sequence[ImageStack],
+    study: str | os.PathLike | Sequence[ImageStack] | Sequence[str],
     options: AnalysisOptions | None = None,
     progress: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    models: dict | None = None,
 ) -> StudyAnalysis:
-    """Analyse a study folder (or DICOM file, NIfTI/NRRD file, or already loaded stacks)."""
+    """Analyse a study folder (or DICOM file, NIfTI/NRRD file, a list of one study's DICOM
+    files, or already loaded stacks). ``models``: loaded models to reuse and add to
+    (Predictors), so that a batch loads each model once, not once per study; it must come
+    from analyses with the same weights, device and batch size."""
     from ..inference import choose_device  # torch comes with the first analysis, not with this module
 
     options = options or AnalysisOptions()
@@ -65,6 +69,9 @@ def analyze_study(
     if isinstance(study, (str, os.PathLike)):
         source = os.fspath(study)
         stacks, problems = read_any(source)
+    elif study and isinstance(study[0], (str, os.PathLike)):  # one study's files, e.g. from a DICOM database
+        source = f"{len(study)} DICOM files under {os.path.commonpath([os.path.abspath(p) for p in study])}"
+        stacks, problems = read_any(study)
     else:
         source, stacks, problems = "stacks", list(study), []
     stacks = _only_mr(stacks, problems)
@@ -75,7 +82,7 @@ def analyze_study(
         if problem.severity != "info":
             analysis.flags.append(Flag(problem.severity, r.UNUSABLE_FILE, str(problem)))
 
-    predictors = Predictors(options.weights_dir, options.device, options.batch_size)
+    predictors = Predictors(options.weights_dir, options.device, options.batch_size, loaded=models)
     _classify(analysis, predictors, steps)
 
     steps.start("select", "choosing the series of each part")

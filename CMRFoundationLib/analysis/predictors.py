@@ -22,13 +22,18 @@ class ModelUnavailable(Exception):
 
 
 class Predictors:
-    def __init__(self, weights_dir=None, device: str = "auto", batch_size: int = 16) -> None:
+    """``loaded``: models already loaded (with the same weights, device and batch size), shared
+    with other analyses; a batch worker keeps one such dict for all its studies."""
+
+    def __init__(self, weights_dir=None, device: str = "auto", batch_size: int = 16, loaded: dict | None = None) -> None:
         self.weights_dir, self.device, self.batch_size = weights_dir, device, batch_size
-        self._loaded: dict[str, TaskPredictor] = {}
+        self._loaded: dict[str, TaskPredictor] = {} if loaded is None else loaded
         self._unavailable: dict[str, str] = {}
+        self._used: set[str] = set()  # what this analysis used, for record(), whatever else is loaded
 
     def get(self, task: str) -> TaskPredictor:
         """The task's predictor; ModelUnavailable when its weights cannot be used."""
+        self._used.add(task)
         if task in self._unavailable:
             raise ModelUnavailable(self._unavailable[task])
         if task not in self._loaded:
@@ -46,6 +51,7 @@ class Predictors:
         from ..models.phenotype_classifier import PhenotypeClassifier
 
         key = PHENOTYPE_FILE
+        self._used.add(key)
         if key in self._unavailable:
             raise ModelUnavailable(self._unavailable[key])
         if key not in self._loaded:
@@ -62,13 +68,13 @@ class Predictors:
             folder, folder_error = str(resolve_weights_dir(self.weights_dir)), None
         except WeightsError as error:
             folder, folder_error = None, str(error)
+        used = {key: self._loaded[key] for key in sorted(self._used) if key in self._loaded}
         return {
             "folder": folder,
             "folder_error": folder_error,
-            "device": next((str(p.device) for key, p in self._loaded.items() if key != PHENOTYPE_FILE), None),
-            "tasks": {task: predictor.manifest.get("files") for task, predictor in sorted(self._loaded.items())
-                      if task != PHENOTYPE_FILE},
-            "phenotype_classifier": PHENOTYPE_FILE if PHENOTYPE_FILE in self._loaded else None,
+            "device": next((str(p.device) for key, p in used.items() if key != PHENOTYPE_FILE), None),
+            "tasks": {task: predictor.manifest.get("files") for task, predictor in used.items() if task != PHENOTYPE_FILE},
+            "phenotype_classifier": PHENOTYPE_FILE if PHENOTYPE_FILE in used else None,
             "unavailable": dict(sorted(self._unavailable.items())),
         }
 

@@ -15,6 +15,7 @@ import io
 import os
 import struct
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -251,11 +252,32 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
         reason = "not a folder" if os.path.exists(root) else "path does not exist"
         index.problems.append(Problem(root, reason))
         return index
+    listed = is_file_list(root)
+    _index(index, _listed_files(root, index.problems) if listed else _files(root, recursive, index.problems))
+    if index.n_files == 0:
+        index.problems.append(Problem(root, "empty file list: no files" if listed else "empty folder: no files found"))
+    return index
 
+
+def index_files(paths: Sequence[str | os.PathLike], root: str = "") -> StudyIndex:
+    """Index the DICOM images among ``paths`` (one study's files wherever they lie, e.g. as a
+    DICOM database lists them); ``root`` names them in messages."""
+    index = StudyIndex(root=root)
+    existing = []
+    for path in map(os.fspath, paths):
+        if os.path.isfile(path):
+            existing.append(path)
+        else:
+            index.problems.append(Problem(path, "not a regular file" if os.path.exists(path) else "path does not exist"))
+    _index(index, existing)
+    return index
+
+
+def _index(index: StudyIndex, paths: Iterable[str]) -> None:
     images: list[_Image] = []
     first_file_of_sop: dict[str, str] = {}
     series_infos: dict[str, tuple[SeriesInfo, list[str]]] = {}
-    for path in _listed_files(root, index.problems) if is_file_list(root) else _files(root, recursive, index.problems):
+    for path in paths:
         index.n_files += 1
         try:
             ds, pixel_bytes = _read_header(path)
@@ -275,8 +297,6 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
         first_file_of_sop[sop_uid] = path
         images += file_images
 
-    if index.n_files == 0:
-        index.problems.append(Problem(root, "empty file list: no files" if is_file_list(root) else "empty folder: no files found"))
     by_series: dict[str, list[_Image]] = defaultdict(list)
     for image in images:
         by_series[image.info.series_uid].append(image)
@@ -285,7 +305,6 @@ def index_study(folder: str | os.PathLike, *, recursive: bool = True) -> StudyIn
             index.stacks.append(_build_stack(stack_images, index.problems))
     index.stacks.sort(key=lambda s: (s.info.series_number is None, s.info.series_number or 0))
     _refine_orientations(index.stacks)
-    return index
 
 
 def _listed_files(file_list: str, problems: list[Problem]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import pydicom
@@ -13,7 +14,7 @@ from pydicom.pixels import get_decoder
 
 from ..problems import Problem
 from ..stack import MAX_VOXELS, ImageStack
-from .index import FrameAttributes, StackEntry, index_study, rescale_of
+from .index import FrameAttributes, StackEntry, index_files, index_study, rescale_of
 
 
 class StackLoadError(Exception):
@@ -114,9 +115,10 @@ def _check_decoder(path: str, ds: pydicom.Dataset) -> None:
         raise StackLoadError(Problem(path, reason))
 
 
-def read_study(folder: str | os.PathLike) -> tuple[list[ImageStack], list[Problem]]:
-    """Index ``folder`` and load every stack that can be loaded; problems from both steps."""
-    index = index_study(folder)
+def read_study(folder: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[ImageStack], list[Problem]]:
+    """Index ``folder`` (or a list of one study's files) and load every stack that can be
+    loaded; problems from both steps."""
+    index = index_study(folder) if isinstance(folder, (str, os.PathLike)) else index_files(folder)
     stacks: list[ImageStack] = []
     problems = list(index.problems)
     for entry in index.stacks:

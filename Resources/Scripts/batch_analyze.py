@@ -5,7 +5,9 @@ In 3D Slicer (its own scene, no window needed):
 In plain Python with slicer-core (pip install slicer-core, e.g. the project's .venv):
     python batch_analyze.py STUDIES OUT [--device cpu]
 
-Each subfolder of STUDIES is a study; results go to OUT/<study>/ and OUT/summary.csv.
+Each subfolder of STUDIES is a study; results go to OUT/<study>/ and the cohort table
+OUT/cohort.csv (and cohort.parquet where pyarrow is installed). One process, one study after
+the other; for many studies on many cores or a cluster, `cmrfm batch` runs the same on Dask.
 Re-running skips finished studies. The exit status is 1 if any study failed.
 """
 
@@ -22,9 +24,9 @@ except ImportError:  # run from a source checkout: the library is two folders up
 import slicer
 
 from CMRFoundationLib.analysis import AnalysisOptions
+from CMRFoundationLib.cohort import CohortError, StudyListError
 from CMRFoundationLib.files import OutputLocationError
 from CMRFoundationLib.scene.batch import run_batch
-from CMRFoundationLib.weights import WeightsError
 
 
 def main(argv: list[str]) -> int:
@@ -34,18 +36,21 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--weights", type=Path, help="weights folder (default: $CMRFM_WEIGHTS, else the carried weights)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--lge-n-sd", type=float, default=5.0)
+    parser.add_argument("--retries", type=int, default=2, help="tries again a study that failed (default 2)")
     args = parser.parse_args([a for a in argv if a != "--"])
     logging.basicConfig(level=logging.WARNING)
     options = AnalysisOptions(weights_dir=args.weights, device=args.device, lge_n_sd=args.lge_n_sd)
     in_slicer = hasattr(slicer, "mrmlScene")  # the application's scene; slicer-core alone has none
     try:
-        outcomes = run_batch(args.studies, args.out, options, scene_factory=(lambda: slicer.mrmlScene) if in_slicer else None)
-    except (OutputLocationError, WeightsError) as error:  # a full disk, refused weights: one line, no traceback
+        rows = run_batch(args.studies, args.out, options, scene_factory=(lambda: slicer.mrmlScene) if in_slicer else None,
+                         retries=args.retries)
+    except (StudyListError, CohortError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OutputLocationError as error:  # a full disk: one line, the studies done are kept
         print(f"error: {error}", file=sys.stderr)
         return 1
-    failed = [o.study for o in outcomes if o.status != "done"]
-    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} studies done; summary: {args.out / 'summary.csv'}")
-    return 1 if failed else 0
+    return 1 if any(row["status"] != "done" for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 # Editable, so the library (CMRFoundationLib) and the training package (Training/cmrtrain) are
 # imported from this checkout. The train extra brings MONAI (training only); the test extra
-# brings pytest, ruff, MONAI (the training code is tested) and slicer-core (Slicer's MRML
+# brings pytest, ruff, MONAI (the training code is tested), slicer-core (Slicer's MRML
 # without the application), which the scene layer (CMRFoundationLib.scene) and the batch
-# script need outside Slicer. The constraints file pins what the Slicer module's installer installs,
-# so the tests run with the versions Slicer users get (Testing/Python/test_installation.py checks it).
+# script need outside Slicer, and the cohort extra (Dask, pyarrow, tqdm: `cmrfm batch`). The
+# constraints file pins what the Slicer module's installer installs, so the tests run with the
+# versions Slicer users get (Testing/Python/test_installation.py checks it).
 "${pip[@]}" --constraint Resources/Requirements/slicer-constraints.txt -e ".[test,train]"

@@ -3,7 +3,9 @@
 One flow (the analyses are the slow part): the script runs in a subprocess with plain
 Python over two studies and a broken folder and is killed (SIGKILL) as soon as the first
 study is complete; the re-run (in-process) must skip the finished study, redo the
-interrupted one, record the broken one as failed and keep going.
+interrupted one, record the broken one as failed and keep going. The script runs the
+library's cohort code in one process (CMRFoundationLib.cohort.run_serial), adding the
+Slicer files to each study.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import pytest
 pytest.importorskip("slicer")
 
 from CMRFoundationLib.analysis import AnalysisOptions  # noqa: E402
+from CMRFoundationLib.cohort import MARKER, TABLE_CSV  # noqa: E402
+from CMRFoundationLib.cohort.study import PARTIAL_PREFIX  # noqa: E402
 from CMRFoundationLib.scene import read_markups, read_scene_bundle, read_segmentation  # noqa: E402
-from CMRFoundationLib.scene.batch import MARKER, PARTIAL_PREFIX, SUMMARY, run_batch  # noqa: E402
+from CMRFoundationLib.scene.batch import run_batch  # noqa: E402
 from conftest import REPO  # noqa: E402
 
 pytestmark = pytest.mark.slow  # two whole analyses, one of them in a subprocess
@@ -53,8 +57,8 @@ def batch(sample_study, tmp_path_factory):
     killed = {"entries": sorted(p.name for p in out.iterdir()), "a_marker": (out / "a_study" / MARKER).stat().st_mtime_ns}
 
     messages = []
-    outcomes = run_batch(studies, out, AnalysisOptions(device="cpu"), progress=messages.append)
-    return studies, out, killed, outcomes, messages
+    rows = run_batch(studies, out, AnalysisOptions(device="cpu"), progress=messages.append)
+    return studies, out, killed, rows, messages
 
 
 def test_the_killed_run_left_no_half_study(batch):
@@ -63,30 +67,30 @@ def test_the_killed_run_left_no_half_study(batch):
 
 
 def test_the_rerun_skips_the_finished_study_and_completes_the_rest(batch):
-    _, out, killed, outcomes, messages = batch
-    by_study = {o.study: o for o in outcomes}
+    _, out, killed, rows, messages = batch
+    by_study = {row["study"]: row for row in rows}
     assert list(by_study) == ["a_study", "b_study", "c_broken"]
-    assert by_study["a_study"].status == "done" and not by_study["a_study"].analysed_now
+    assert by_study["a_study"]["status"] == "done" and not by_study["a_study"]["analysed_in_this_run"]
     assert (out / "a_study" / MARKER).stat().st_mtime_ns == killed["a_marker"]  # not redone
-    assert any("a_study: done before, skipped" in m for m in messages)
-    assert by_study["b_study"].status == "done" and by_study["b_study"].analysed_now
-    assert by_study["c_broken"].status == "failed" and "NothingToAnalyze" in by_study["c_broken"].error
+    assert "3 studies: 1 done before (skipped), 2 to analyse" in messages[0]
+    assert by_study["b_study"]["status"] == "done" and by_study["b_study"]["analysed_in_this_run"]
+    assert by_study["c_broken"]["status"] == "failed" and "NothingToAnalyze" in by_study["c_broken"]["failure_reason"]
     assert not [p for p in out.iterdir() if p.name.startswith(PARTIAL_PREFIX)]
     assert not (out / "c_broken").exists()  # a failed study leaves nothing, so the next run tries again
 
 
-def test_summary_has_status_key_measurements_and_reasons(batch):
-    _, out, _, outcomes, _ = batch
-    with open(out / SUMMARY, newline="") as handle:
+def test_cohort_table_has_status_measurements_and_reasons(batch):
+    _, out, _, _, _ = batch
+    with open(out / TABLE_CSV, newline="") as handle:
         rows = {row["study"]: row for row in csv.DictReader(handle)}
     assert set(rows) == {"a_study", "b_study", "c_broken"}
     for name in ("a_study", "b_study"):
         document = json.loads((out / name / "analysis.json").read_text())
         lv_ef = next(m["value"] for m in document["measurements"] if m["name"] == "lv_ef")
-        assert rows[name]["status"] == "done" and float(rows[name]["lv_ef"]) == pytest.approx(lv_ef, rel=1e-5)
-        assert rows[name]["error"] == ""
+        assert rows[name]["status"] == "done" and float(rows[name]["lv_ef"]) == pytest.approx(lv_ef, rel=1e-12)
+        assert rows[name]["failure_reason"] == ""
     assert rows["a_study"]["analysed_in_this_run"] == "no" and rows["b_study"]["analysed_in_this_run"] == "yes"
-    assert rows["c_broken"]["status"] == "failed" and rows["c_broken"]["error"] and rows["c_broken"]["lv_ef"] == ""
+    assert rows["c_broken"]["status"] == "failed" and rows["c_broken"]["failure_reason"] and rows["c_broken"]["lv_ef"] == ""
 
 
 @pytest.mark.parametrize("study", ["a_study", "b_study"])

@@ -7,6 +7,7 @@ by a re-run. A full disk is simulated (the free space reported, or a write faili
 ENOSPC as the system reports it); an unwritable folder is real.
 """
 
+import csv
 import errno
 import json
 import os
@@ -179,6 +180,7 @@ def test_a_batch_stops_with_one_message_when_the_disk_fills_up(tmp_path, monkeyp
     """Study a is done, the disk fills up while the scene of b is saved (VTK reports no reason):
     the batch stops with the disk's message, a is kept, b leaves no partial folder, c is not
     started, and a re-run once there is room does b and c."""
+    from CMRFoundationLib.cohort import study as cohort_study
     from CMRFoundationLib.scene import batch
     from CMRFoundationLib.scene.files import SceneFileError
 
@@ -188,32 +190,33 @@ def test_a_batch_stops_with_one_message_when_the_disk_fills_up(tmp_path, monkeyp
     out = tmp_path / "out"
     analysed = []
 
-    def analyse(study, options):
+    def analyse(study, options, **kwargs):
         analysed.append(Path(study).name)
         return StudyAnalysis(str(study), AnalysisOptions())
 
     def save_bundle(scene, path):
-        if Path(path).parent.name.endswith("b"):
+        if ".partial-b-" in str(path):
             _full_disk(monkeypatch)
             raise SceneFileError(f"{path}: the scene could not be written as a data bundle")
         Path(path).write_bytes(b"scene")
 
-    monkeypatch.setattr(batch, "analyze_study", analyse)
+    monkeypatch.setattr(cohort_study, "analyze_study", analyse)
     monkeypatch.setattr(batch, "save_scene_bundle", save_bundle)
     with pytest.raises(OutputLocationError, match=r"no space left on its disk.*the batch stopped at b \(2 of 3\)"):
         batch.run_batch(studies, out, AnalysisOptions(device="cpu"), progress=lambda message: None)
-    assert analysed == ["a", "b"]
-    assert sorted(p.name for p in out.iterdir()) == ["a", "summary.csv"]
-    assert (out / "a" / batch.MARKER).is_file()
-    summary = (out / "summary.csv").read_text()
-    assert "b,failed,yes" in summary and "no space left on its disk" in summary
+    assert analysed == ["a", "b"]  # b not retried: the disk, not the study, failed
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a", "cohort.csv", "cohort.parquet"]
+    assert (out / "a" / cohort_study.MARKER).is_file()
+    rows = {row["study"]: row for row in csv.DictReader(open(out / "cohort.csv", encoding="utf-8"))}
+    assert rows["b"]["status"] == "failed" and "no space left on its disk" in rows["b"]["failure_reason"]
+    assert rows["c"]["status"] == "pending"
 
     monkeypatch.undo()
-    monkeypatch.setattr(batch, "analyze_study", analyse)
+    monkeypatch.setattr(cohort_study, "analyze_study", analyse)
     monkeypatch.setattr(batch, "save_scene_bundle", lambda scene, path: Path(path).write_bytes(b"scene"))
-    outcomes = batch.run_batch(studies, out, AnalysisOptions(device="cpu"), progress=lambda message: None)
-    assert [(o.study, o.status, o.analysed_now) for o in outcomes] == [("a", "done", False), ("b", "done", True),
-                                                                       ("c", "done", True)]
+    rows = batch.run_batch(studies, out, AnalysisOptions(device="cpu"), progress=lambda message: None)
+    assert [(r["study"], r["status"], r["analysed_in_this_run"]) for r in rows] == [
+        ("a", "done", False), ("b", "done", True), ("c", "done", True)]
 
 
 def test_a_batch_into_a_place_that_cannot_be_a_folder_is_refused_before_any_study(tmp_path):

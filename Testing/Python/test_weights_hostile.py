@@ -403,3 +403,21 @@ def test_cmrfm_analyze_refuses_a_tampered_folder_before_the_work(base, tmp_path,
     assert cmrfm(["analyze", str(tmp_path), "--out", str(tmp_path / "out"), "--weights", str(folder)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "seg_lge.json was modified" in err, err
+
+
+def test_cmrfm_batch_refuses_a_tampered_folder_before_any_study(base, tmp_path, monkeypatch, capsys):
+    """A cohort run would otherwise analyse every study without the refused model."""
+    from CMRFoundationLib.cohort import study as cohort_study
+
+    def never(*args, **kwargs):
+        raise AssertionError("no study may start with refused weights")
+
+    monkeypatch.setattr(cohort_study, "analyze_study", never)
+    (tmp_path / "studies" / "a").mkdir(parents=True)
+    folder = tmp_path / "weights"
+    shutil.copytree(base, folder)
+    _edit("seg_lge", _preprocessing, publish=False)(folder)
+    assert cmrfm(["batch", str(tmp_path / "studies"), str(tmp_path / "out"), "--weights", str(folder),
+                  "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "seg_lge.json was modified" in err, err

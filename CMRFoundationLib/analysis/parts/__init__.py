@@ -3,7 +3,7 @@
 Each module declares a ``PartSpec``: the series it reads (a role of select.py), its run
 function, its share of the progress bar and its measurements (name, unit, label,
 decimals, DICOM SR code). The pipeline, analysis.json, the CSV, the report, the SR and
-the batch summary all read them from ``PARTS`` and ``MEASUREMENTS`` below; clinical rules
+the cohort table all read them from ``PARTS`` and ``MEASUREMENTS`` below; clinical rules
 live in ``CMRFoundationLib.measurements``. Adding an analysis: README, "Adding an analysis".
 
 Later parts borrow from earlier ones through ``Context.shared`` (context.py): the

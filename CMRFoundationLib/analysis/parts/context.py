@@ -33,8 +33,8 @@ class MeasurementSpec:
     """One kind of number a part reports, declared once for every place that shows it:
     the CSV and analysis.json (``name``, ``unit``), the report and the scene table
     (``label``, ``decimals``), the DICOM SR (``concept``, ``site``: a structure of
-    terminology.py; no concept: not written to the SR) and the batch summary
-    (``summary_column``: its place among the summary's measurement columns, from 1); a value
+    terminology.py; no concept: not written to the SR) and the cohort table
+    (``summary_column``: its place among the key measurements, the table's first, from 1); a value
     outside ``plausible`` (``measurements.plausibility``) is flagged and kept out of the SR."""
 
     name: str
