@@ -33,7 +33,7 @@ def add_bullseye(scene, values: dict[int, float], unit: str, name: str, scale: t
     node.SetIJKToRASMatrix(vtk_matrix(LPS_TO_RAS))  # i to patient left, j to posterior: the axial view shows it upright
     node.SetAndObserveImageData(image_data(rgb[None]))
     node.CreateDefaultDisplayNodes()
-    low, high = scale or (min(values.values()), max(values.values()))
+    low, high = value_range(values, scale)  # the colours' own range (bullseye_rgb)
     node.SetDescription(f"AHA 16 segments, colour scale {low:g} to {high:g} {unit} (light yellow to dark red); "
                         "grey: no value. Anterior up, septal left.")
     return node

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import __version__
 from ..label_folder import DEFAULT_SOURCE, LabelFolderWriter
-from ..stack import LPS_TO_RAS
+from ..stack import LPS_TO_RAS, numbered
 from ..tasks import TASKS
 from . import edits
 from .mrml import array_of, ijk_to_ras_of, sequences_logic
@@ -67,7 +67,9 @@ def export_training_labels(scene, segmentation, folder: str | os.PathLike, frame
         node, volume = _frame_nodes(scene, result, position)
         label, segment_labels = _task_labels(node, spec)
         ijk_to_lps = LPS_TO_RAS @ ijk_to_ras_of(volume)
-        case_id = f"{study.removeprefix('sha256-')[:12] or 'case'}-{key}-{task}-f{stack_frames[position]:02d}"
+        # The frame as the report and the SEG files count it (from 1); dataset.json's "frame" stays 0-based.
+        case_id = (f"{study.removeprefix('sha256-')[:12] or 'case'}-{key}-{task}"
+                   f"-f{numbered(stack_frames[position]).zfill(2)}")
         written.append(writer.add_case(
             case_id, (array_of(volume.GetImageData()).astype(np.float32), ijk_to_lps), label,
             study_uid=study, series_uid=series, source=DEFAULT_SOURCE,

@@ -88,7 +88,8 @@ def test_a_cine_exports_its_edited_frames_only(result, scene_and_load, tmp_path)
     expected = labels_in_reference_geometry(proxy)
     (case_id,) = export_training_labels(scene, proxy, tmp_path / "sax")
     (case,) = read_label_folder(tmp_path / "sax").cases
-    assert case.extra["stack_frame"] == 3
+    assert case.extra["stack_frame"] == 3  # dataset.json counts from 0, as analysis.json
+    assert case_id.endswith("-f04")  # the name a person reads counts from 1, as the report and the SEG files
     stack, label = read_label_folder(tmp_path / "sax").load_case(case)
     assert np.array_equal(label, expected)
     assert np.array_equal(stack.pixels[:, 0], analysis.stack(key).pixels[:, 3])

@@ -188,6 +188,7 @@ def test_bullseyes_show_the_segment_values_in_the_reports_colours(document, load
         assert tuple(rgb[segments == segment][0]) == colour_of(value, 0.0, 20.0)
     for segment in set(range(1, 17)) - set(wall):
         assert tuple(rgb[segments == segment][0]) == NO_DATA
+    assert "colour scale 0 to 20 mm" in node.GetDescription()  # the scale of the colours, not the values' span
 
 
 def test_everything_sits_under_the_study_in_the_subject_hierarchy(document, loaded):
