@@ -8,7 +8,7 @@ results folder (one sub-folder per run, see RUNS) and writes RESULTS.md there:
 1. the headline numbers against the anchors (the method's published figures, nnU-Net on
    ACDC, the ResNet50 baseline trained the same way, myopari's ONNX models);
 2. every task's test numbers per data source;
-3. the value of pretraining: from the DINO encoder vs from scratch, and few-shot curves.
+3. the value of pretraining: from the pretrained (DINO or masked-image) encoder vs from scratch, and few-shot curves.
 
 A run or number that is missing shows as "not run", so a partial set of runs still
 gives a readable page.
@@ -44,12 +44,17 @@ HEADLINE = [
     ("lge_detection", "LGE detection (accuracy)", "emidec", "lge_presence", lambda r: r["accuracy"]),
     ("disease", "disease (accuracy)", "acdc", "disease", lambda r: r["accuracy"]),
 ]
-# Measured rows of the headline table: (row name, run folder, method name in that run).
-MEASURED = [
-    ("CMRFoundation, CPU weights (shipped)", "comparison", "CMRFoundation"),
-    ("ResNet50 baseline, same training (CPU)", "comparison", "ResNet50 baseline"),
-    ("myopari ACDC / EMIDEC model (ONNX)", "comparison", "myopari (ONNX)"),
-]
+
+
+def measured_rows(ours: str = "comparison", baseline: str = "comparison", before: str | None = None) -> list:
+    """Measured rows of the headline table: (row name, run folder, method name in that run).
+    A run folder is relative to the results folder: the ResNet50 baseline and the previous
+    shipped set may come from another one (``../cpu_nano/comparison``: same splits, same code)."""
+    rows = [("CMRFoundation, CPU weights (shipped)", ours, "CMRFoundation")]
+    if before:
+        rows.append(("CMRFoundation, previous CPU weights", before, "CMRFoundation"))
+    return rows + [("ResNet50 baseline, same training (CPU)", baseline, "ResNet50 baseline"),
+                   ("myopari ACDC / EMIDEC model (ONNX)", ours, "myopari (ONNX)")]
 
 
 def load_result(root: Path, run: str, source: str, task: str, method: str | None = None) -> dict | None:
@@ -69,12 +74,12 @@ def _cell(value: float | None, mm: bool = False) -> str:
     return f"{value:.1f}" if mm else f"{value:.3f}"
 
 
-def headline_table(root: Path) -> list[str]:
+def headline_table(root: Path, measured: list) -> list[str]:
     lines = ["| | " + " | ".join(h for _, h, *_ in HEADLINE) + " |", "|---" * (len(HEADLINE) + 1) + "|"]
     for name, figures in PUBLISHED.items():
         cells = [_cell(figures.get(key), key.startswith("rvi")) if key in figures else "-" for key, *_ in HEADLINE]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    for row, run, method in MEASURED:
+    for row, run, method in measured:
         cells = []
         for key, _, source, task, read in HEADLINE:
             result = load_result(root, run, source, task, method)
@@ -114,11 +119,12 @@ def _steps(root: Path, run: str) -> str:
 def pretraining_table(root: Path) -> list[str]:
     """Full data, then every few-shot pair ``fewshot_<N>_dino[<suffix>]`` / ``fewshot_<N>_scratch[<suffix>]``
     (a suffix marks a variant, e.g. more steps), by N then steps."""
-    lines = ["| training data (seg_sax_cine) | steps | from the DINO encoder | from scratch |", "|---|---|---|---|"]
+    lines = ["| training data (seg_sax_cine) | steps | from the pretrained encoder | from scratch |", "|---|---|---|---|"]
     rows = [("all (ACDC + synthetic train split)", "cmrfoundation", "scratch")]
     few_shot = []
-    for folder in root.glob("fewshot_*_dino*"):
-        n, suffix = folder.name.split("_dino", 1)[0].split("_")[1], folder.name.split("_dino", 1)[1]
+    for folder in [*root.glob("fewshot_*_dino*"), *root.glob("fewshot_*_mim*")]:  # DINO or masked-image pretraining
+        pretraining = "_dino" if "_dino" in folder.name else "_mim"
+        n, suffix = folder.name.split(pretraining, 1)[0].split("_")[1], folder.name.split(pretraining, 1)[1]
         few_shot.append((int(n), _steps(root, folder.name), folder.name, f"fewshot_{n}_scratch{suffix}"))
     for n, _, pretrained, scratch in sorted(few_shot, key=lambda row: (row[0], int(row[1]) if row[1].isdigit() else 0)):
         rows.append((f"{n} ACDC patient{'s' if n > 1 else ''}", pretrained, scratch))
@@ -132,6 +138,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", help="results folder, e.g. Training/results/cpu_nano")
     parser.add_argument("--notes", help="a Markdown file whose text goes at the top (set-up, caveats)")
+    parser.add_argument("--ours", default="comparison", help="run folder of the shipped weights' test numbers "
+                        "(evaluate.py --out ROOT/RUN), also read for the every-task table")
+    parser.add_argument("--baseline", default="comparison", help="run folder holding the ResNet50 baseline, "
+                        "relative to ROOT (e.g. ../cpu_nano/comparison)")
+    parser.add_argument("--before", help="run folder of the previous shipped set, for a row beside ours")
     args = parser.parse_args(argv)
     root = Path(args.root)
     lines = ["# CMRFoundation results", ""]
@@ -140,11 +151,12 @@ def main(argv=None) -> int:
     lines += ["## Against the anchors", "",
               "Dice on the ACDC and EMIDEC test splits (`Training/splits/`), per patient, on native pixels; RV "
               "insertion error in mm on the ACDC test slices; the published rows are the papers' own test sets.", "",
-              *headline_table(root), "",
-              "## Every task (shipped CPU weights, test splits)", "", *all_tasks_table(root, "cmrfoundation"), "",
+              *headline_table(root, measured_rows(args.ours, args.baseline, args.before)), "",
+              "## Every task (shipped CPU weights, test splits)", "",
+              *all_tasks_table(root, "cmrfoundation" if args.ours == "comparison" else args.ours), "",
               "## The value of pretraining", "",
               "Short-axis cine segmentation on the ACDC test split (Dice LV / myocardium / RV), the same finetuning "
-              "from the DINO encoder and from random initialisation; few-shot runs train on N ACDC training "
+              "from the pretrained encoder and from random initialisation; few-shot runs train on N ACDC training "
               "patients only (ED and ES, every slice) without validation-based selection.", "",
               *pretraining_table(root), ""]
     (root / "RESULTS.md").write_text("\n".join(lines))
